@@ -1,0 +1,81 @@
+"""Models with one interface (DESIGN section 4): every classifier exposes the
+penultimate embedding ``embed(x)`` and a linear ``head``; ``forward`` is
+``head(embed(x))``. Architectures: torchvision ResNets (``resnet18``,
+``resnet50``, and ``resnet18-small`` for the synthetic benchmark) and
+transformers BERT (see ``llr.text``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from llr.errors import LLRError
+
+
+class Classifier(nn.Module):
+    """A backbone producing the penultimate embedding, then a linear head."""
+
+    def __init__(self, backbone: nn.Module, dim: int, n_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.dim = dim
+        self.head = nn.Linear(dim, n_classes)
+
+    def embed(self, x) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+    def reset_head(self, n_classes: int | None = None) -> None:
+        """Reinitialize the head (new class count if given)."""
+        self.head = nn.Linear(self.dim, n_classes or self.head.out_features).to(self.head.weight.device)
+
+    def no_decay_names(self) -> set[str]:
+        """Parameter names exempt from weight decay (none for CNNs)."""
+        return set()
+
+
+IMAGENET_WEIGHTS = {"resnet18": "IMAGENET1K_V1", "resnet50": "IMAGENET1K_V2"}
+
+
+def build_resnet(arch: str, n_classes: int, pretrained: bool = False) -> Classifier:
+    """torchvision ResNet; ``resnet18-small`` is torchvision's ResNet class with
+    one BasicBlock per stage, the synthetic benchmark's small configuration."""
+    import torchvision
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    if arch == "resnet18-small":
+        net = ResNet(BasicBlock, [1, 1, 1, 1])
+    elif arch in ("resnet18", "resnet50"):
+        weights = None
+        if pretrained:
+            weights = IMAGENET_WEIGHTS[arch]
+            try:
+                net = getattr(torchvision.models, arch)(weights=weights)
+            except Exception as e:  # offline without cached weights
+                hub = Path(torch.hub.get_dir()) / "checkpoints"
+                raise LLRError(
+                    f"{arch}: ImageNet weights {weights} unavailable ({type(e).__name__}); put the torchvision "
+                    f"checkpoint in {hub} (or set TORCH_HOME), or set pretrained: false in the config") from None
+        else:
+            net = getattr(torchvision.models, arch)(weights=None)
+    else:
+        raise LLRError(f"unknown image architecture {arch!r}; expected resnet18, resnet50 or resnet18-small")
+    dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return Classifier(net, dim, n_classes)
+
+
+def build_model(arch: str, n_classes: int, *, pretrained: bool = False, **kw) -> Classifier:
+    """Build any supported classifier by architecture name."""
+    if arch.startswith("resnet"):
+        return build_resnet(arch, n_classes, pretrained=pretrained)
+    if arch.startswith("bert"):
+        from llr.text import build_bert
+
+        return build_bert(arch, n_classes, **kw)
+    raise LLRError(f"unknown architecture {arch!r}; expected a resnet or bert name")
