@@ -158,3 +158,41 @@ def epoch_order(n: int, sample_weights: np.ndarray | None, gen) -> "object":
         return torch.randperm(n, generator=gen)
     w = torch.as_tensor(sample_weights, dtype=torch.float64)
     return torch.multinomial(w, n, replacement=True, generator=gen)
+
+
+@dataclass(frozen=True)
+class ErmCell:
+    """An ERM cell name: ``{pool}[_ratio{r}]_{balance}`` where pool is train
+    (ERM's share) or combined (train + held-out, "100% of the data"), r a
+    group ratio of that pool's subset, and balance ``none`` or
+    ``{class|group}_{subsetting|upsampling|upweighting}``. A ``_long`` suffix
+    marks the longer NC1 runs (Figure 2)."""
+
+    pool: str
+    ratio: float | None
+    level: str | None
+    mode: str
+    long: bool = False
+
+    @classmethod
+    def parse(cls, name: str) -> "ErmCell":
+        parts = name.split("_")
+        long = parts[-1] == "long"
+        if long:
+            parts = parts[:-1]
+        try:
+            pool = parts.pop(0)
+            ratio = None
+            if parts and parts[0].startswith("ratio"):
+                ratio = float(parts.pop(0)[5:])
+            if parts == ["none"]:
+                level, mode = None, "none"
+            else:
+                level, mode = parts
+        except (ValueError, IndexError):
+            raise LLRError(f"ERM cell {name!r} malformed, expected {{train|combined}}[_ratio<r>]_"
+                           f"{{none|class_<mode>|group_<mode>}}[_long]") from None
+        if pool not in ("train", "combined") or (level not in (None, "class", "group")) \
+                or mode not in BALANCE_MODES or (level is None) != (mode == "none"):
+            raise LLRError(f"ERM cell {name!r} malformed: pool {pool!r}, balance {level}_{mode}")
+        return cls(pool, ratio, level, mode, long)

@@ -122,7 +122,7 @@ def standardize(df: pd.DataFrame, spec: DatasetSpec, source: str) -> pd.DataFram
         vals = pd.to_numeric(df[col], errors="coerce")
         bad = vals.isna() | (vals < 0) | (vals >= n) | (vals != vals.round())
         if bad.any():
-            raise LLRError(f"{spec.name}: {source}: label {col}={df[col][bad].iloc[0]!r} out of range, expected an integer in 0..{n - 1}")
+            raise LLRError(f"{spec.name}: {source}: label {col}={df[col][bad].iloc[0]} out of range, expected an integer in 0..{n - 1}")
         df[col] = vals.astype(np.int64)
     df["g"] = df["y"] * spec.n_spurious + df["s"]
     if "idx" not in df.columns:

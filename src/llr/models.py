@@ -77,5 +77,5 @@ def build_model(arch: str, n_classes: int, *, pretrained: bool = False, **kw) ->
     if arch.startswith("bert"):
         from llr.text import build_bert
 
-        return build_bert(arch, n_classes, **kw)
+        return build_bert(arch, n_classes, pretrained=pretrained, **kw)
     raise LLRError(f"unknown architecture {arch!r}; expected a resnet or bert name")

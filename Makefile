@@ -1,0 +1,36 @@
+# Two commands for a fresh clone (see README):
+#   make all    set up .venv and build every figure of the embedded default
+#   make test   set up .venv and run the test suite
+# Both are idempotent. PROFILE=local-gpu or PROFILE=slurm picks another profile.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PROFILE ?= local
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.llr-installed
+PROFILES := local local-gpu slurm
+
+.PHONY: all setup test dry-run clean-results
+all: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" snakemake --profile $(PROFILE) all
+
+setup: $(STAMP) $(PROFILES)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+# Snakemake looks a profile name up in the working directory: link ours there.
+$(PROFILES):
+	ln -sfn profiles/$@ $@
+
+test: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+dry-run: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" snakemake -n all
+
+clean-results:
+	rm -rf results logs benchmarks/out .snakemake

@@ -1,0 +1,24 @@
+# Reproduction workflow for "On the Unreasonable Effectiveness of Last-Layer
+# Retraining" (Hill, LaBonte, Zhang, Muthukumar). All logic lives in src/llr;
+# the rules wire its commands into one DAG node per seed x dataset x cell.
+import os
+
+from snakemake.utils import min_version
+
+min_version("9.20")
+
+
+configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/erm.smk"
+include: "workflow/rules/lastlayer.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,234 @@
+"""Command line: ``python -m llr <command>``; one command per workflow rule.
+
+Every command reads explicit inputs and writes explicit outputs atomically;
+bad input ends with one line ``llr: error: ...`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from llr.errors import LLRError
+
+
+def _json(text: str) -> dict:
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError as e:
+        raise LLRError(f"--params is not valid JSON ({e.msg}): {text[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise LLRError(f"--params must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def cmd_prepare(a) -> None:
+    from llr.data import get_spec, standardize
+    from llr.io import atomic_path, write_csv
+
+    spec = get_spec(a.dataset)
+    p = _json(a.params)
+    if spec.synthetic:
+        if spec.modality == "image":
+            import numpy as np
+
+            from llr.images import synth_waterbirds
+
+            meta, images = synth_waterbirds(p.get("seed", 0), p.get("sizes"), p.get("image_size", 24),
+                                            p.get("core_contrast", 0.35), p.get("noise", 0.08))
+            meta = standardize(meta, spec, "generator")
+            if not a.out_inputs:
+                raise LLRError(f"{spec.name}: --out-inputs is required for a synthetic dataset")
+            with atomic_path(a.out_inputs) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, images)
+            write_csv(a.out_metadata, meta)
+        else:
+            from llr.text import prepare_synthetic_text
+
+            prepare_synthetic_text(spec, p, a.out_metadata, a.out_inputs)
+        return
+    from llr.datasets import prepare
+
+    prepare(spec.name, a.data_root, a.out_metadata)
+
+
+def cmd_inputs(a) -> None:
+    """Pre-decoded image cache or token cache of a real dataset."""
+    from llr.data import get_spec, read_metadata
+
+    spec = get_spec(a.dataset)
+    p = _json(a.params)
+    meta = read_metadata(a.metadata)
+    if spec.modality == "image":
+        from llr.datasets import build_image_cache, image_paths
+
+        build_image_cache(image_paths(spec.name, a.data_root, meta), a.out, p.get("cache_size", 256))
+    else:
+        from llr.datasets import load_texts
+        from llr.text import load_tokenizer, tokenize_cache
+
+        tok = load_tokenizer(p.get("tokenizer", p.get("arch", "bert-base-uncased")))
+        tokenize_cache(load_texts(spec.name, a.data_root, meta), tok, p["max_length"], a.out)
+
+
+def cmd_split(a) -> None:
+    from llr.balancing import heldout_split
+    from llr.data import get_spec, read_metadata
+    from llr.io import write_csv
+
+    spec = get_spec(a.dataset)
+    write_csv(a.out, heldout_split(read_metadata(a.metadata), spec, a.seed))
+
+
+def cmd_subset(a) -> None:
+    import pandas as pd
+
+    from llr.balancing import POOLS, group_ratio_subset, rng_for
+    from llr.data import get_spec, read_metadata
+    from llr.io import write_csv
+
+    spec = get_spec(a.dataset)
+    meta = read_metadata(a.metadata)
+    roles = pd.read_csv(a.split)["role"].to_numpy()
+    if a.role not in POOLS:
+        raise LLRError(f"subset role {a.role!r} unknown, expected one of {sorted(POOLS)}")
+    pos = [i for i, r in enumerate(roles) if r in POOLS[a.role]]
+    import numpy as np
+
+    pos = np.asarray(pos)
+    try:
+        keep = group_ratio_subset(meta["g"].to_numpy()[pos], a.ratio, spec,
+                                  rng_for(a.seed, "subset", a.role, a.ratio))
+    except LLRError as e:
+        raise LLRError(f"{a.split}: role {a.role}: {e}") from None
+    write_csv(a.out, pd.DataFrame({"idx": meta["idx"].to_numpy()[pos[keep]]}))
+
+
+def cmd_pretrain(a) -> None:
+    from llr.train import run_pretrain_job
+
+    run_pretrain_job(a.dataset, _json(a.params), a.inputs, a.out, a.log_csv)
+
+
+def cmd_erm(a) -> None:
+    from llr.train import run_erm_job
+
+    run_erm_job(dataset=a.dataset, metadata=a.metadata, split=a.split, inputs=a.inputs, subset=a.subset,
+                pretrained=a.pretrained, cell=a.cell, seed=a.seed, params=_json(a.params), outdir=a.outdir)
+
+
+def cmd_lastlayer(a) -> None:
+    from llr.lastlayer import run_lastlayer_job
+
+    run_lastlayer_job(embeddings=a.embeddings, head=a.head, metadata=a.metadata, split=a.split,
+                      heldout=a.heldout, method=a.method, params=_json(a.params), seed=a.seed,
+                      epochs=a.epochs, out_json=a.out, device=a.device)
+
+
+def cmd_collect(a) -> None:
+    from llr.tables import collect_runs
+
+    collect_runs(a.files, a.out)
+
+
+def cmd_plot(a) -> None:
+    from llr import plots
+
+    plots.FIGURES[a.figure](a.inputs, a.out, _json(a.params))
+
+
+def cmd_table2(a) -> None:
+    from llr.tables import write_table2
+
+    write_table2(a.metadata, a.out_csv, a.out_md)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="llr", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="standardized metadata (and synthetic inputs)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--params", default="{}")
+    p.add_argument("--out-metadata", required=True)
+    p.add_argument("--out-inputs")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("inputs", help="image or token cache of a real dataset")
+    for k in ("--dataset", "--metadata", "--out"):
+        p.add_argument(k, required=True)
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--params", default="{}")
+    p.set_defaults(func=cmd_inputs)
+
+    p = sub.add_parser("split", help="held-out carving: roles train/heldout/val/test")
+    for k in ("--dataset", "--metadata", "--out"):
+        p.add_argument(k, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("subset", help="group-ratio subset of a role")
+    for k in ("--dataset", "--metadata", "--split", "--role", "--out"):
+        p.add_argument(k, required=True)
+    p.add_argument("--ratio", type=float, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.set_defaults(func=cmd_subset)
+
+    p = sub.add_parser("pretrain", help="pretrain a synthetic backbone on a balanced auxiliary task")
+    for k in ("--dataset", "--out"):
+        p.add_argument(k, required=True)
+    p.add_argument("--inputs", help="tokenizer folder for text (unused for images)")
+    p.add_argument("--log-csv")
+    p.add_argument("--params", default="{}")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("erm", help="ERM finetuning of one cell, then embeddings of every example")
+    for k in ("--dataset", "--metadata", "--split", "--inputs", "--cell", "--outdir"):
+        p.add_argument(k, required=True)
+    p.add_argument("--subset")
+    p.add_argument("--pretrained")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--params", default="{}")
+    p.set_defaults(func=cmd_erm)
+
+    p = sub.add_parser("lastlayer", help="one last-layer method on one held-out cell")
+    for k in ("--embeddings", "--head", "--metadata", "--split", "--heldout", "--method", "--out"):
+        p.add_argument(k, required=True)
+    p.add_argument("--params", default="{}")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_lastlayer)
+
+    p = sub.add_parser("collect", help="tidy CSV, one row per run, role and group")
+    p.add_argument("--out", required=True)
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("plot", help="draw one figure")
+    p.add_argument("figure")
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--out", nargs="+", required=True)
+    p.add_argument("--params", default="{}")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("table2", help="dataset statistics (paper Table 2)")
+    p.add_argument("--metadata", nargs="+", required=True)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(func=cmd_table2)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LLRError as e:
+        print(f"llr: error: {e}", file=sys.stderr)
+        return 2
+    return 0

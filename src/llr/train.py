@@ -1,0 +1,379 @@
+"""ERM finetuning (paper Table 3, DESIGN section 4) and the embedding pass.
+
+One engine serves pretraining of the synthetic backbones, ERM cells with class
+or group balancing, and the NC1 runs: AdamW, cosine (images) or linear
+(text, no warm-up) schedule, per-epoch group metrics, checkpoint/resume, and
+a final pass that writes the penultimate embeddings of every example, so the
+backbone runs over the dataset once per ERM cell.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from llr.balancing import Balanced, epoch_order
+from llr.errors import LLRError
+from llr.metrics import evaluate
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (paper Table 3 for the real data)."""
+
+    epochs: int
+    lr: float = 1e-5
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    schedule: str = "cosine"  # "cosine" (images) or "linear" (text, no warm-up)
+    eval_batch_size: int = 256
+    device: str = "cpu"
+    num_workers: int = 0
+    amp: bool = True  # bf16 autocast on CUDA
+    nc1: bool = False  # NC1 of the training pool every epoch (Figure 2)
+    checkpoint_every: int = 1  # epochs between resume checkpoints (0: never)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LLRError(f"device {name!r} requested but CUDA is not available; set device: cpu")
+    return torch.device(name)
+
+
+def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW; parameters named by ``model.no_decay_names()`` (BERT's biases
+    and LayerNorm weights) get no weight decay."""
+    no_decay = model.no_decay_names()
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and n not in no_decay]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and n in no_decay]
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if rest:
+        groups.append({"params": rest, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """Multiplier of the base learning rate after ``step`` of ``total`` steps:
+    cosine 0.5 (1 + cos(pi t / T)); linear 1 - t / T (no warm-up)."""
+    t = min(step, total) / max(total, 1)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule == "linear":
+        return 1.0 - t
+    if schedule == "constant":
+        return 1.0
+    raise LLRError(f"schedule {schedule!r} unknown, expected cosine, linear or constant")
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Index batches -> model inputs; augmentation seeded per batch so results
+    do not depend on the number of loader workers."""
+
+    def __init__(self, inputs, batches: list[np.ndarray], train: bool, seed: int):
+        self.inputs, self.batches, self.train, self.seed = inputs, batches, train, seed
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        return self.inputs.batch(self.batches[i], self.train, gen)
+
+
+def _loader(inputs, batches, train, seed, cfg: TrainConfig, device):
+    ds = _Batches(inputs, batches, train, seed)
+    return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=cfg.num_workers,
+                                       pin_memory=device.type == "cuda",
+                                       persistent_workers=False)
+
+
+def _to(x, device):
+    if isinstance(x, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in x.items()}
+    return x.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def embed(model, inputs, positions: np.ndarray, cfg: TrainConfig, device) -> tuple[np.ndarray, np.ndarray]:
+    """Penultimate embeddings (float32) and logits of ``positions``, eval mode."""
+    model.eval()
+    bs = cfg.eval_batch_size
+    batches = [positions[i:i + bs] for i in range(0, len(positions), bs)]
+    embs, logits = [], []
+    for x in _loader(inputs, batches, False, 0, cfg, device):
+        x = _to(x, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+            h = model.embed(x)
+            z = model.head(h)
+        embs.append(h.float())
+        logits.append(z.float())
+    if not embs:
+        return np.zeros((0, model.dim), np.float32), np.zeros((0, model.head.out_features), np.float32)
+    return torch.cat(embs).cpu().numpy(), torch.cat(logits).cpu().numpy()
+
+
+@dataclass
+class TrainResult:
+    log: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray, balanced: Balanced,
+          cfg: TrainConfig, *, seed: int, n_groups: int, eval_sets: dict[str, np.ndarray] | None = None,
+          group_weights: np.ndarray | None = None, resume: str | os.PathLike | None = None,
+          on_epoch: Callable[[int, dict], None] | None = None, progress: bool = True) -> TrainResult:
+    """Train ``model`` on ``pool[balanced.positions]`` for ``cfg.epochs`` epochs.
+
+    Every epoch logs the mean training loss and, for each eval set (e.g. val,
+    test), per-group accuracy, WGA and mean accuracy; with ``cfg.nc1`` also
+    NC1 of the (unaugmented) training pool. With ``resume`` a checkpoint is
+    written every ``cfg.checkpoint_every`` epochs and picked up on restart,
+    so that a killed run ends with the same metrics as an uninterrupted one.
+    """
+    device = resolve_device(cfg.device)
+    torch.manual_seed(seed)
+    model.to(device)
+    if device.type == "cuda" and hasattr(model.backbone, "conv1"):
+        model.to(memory_format=torch.channels_last)
+    train_pos = pool[balanced.positions]
+    y_t = torch.as_tensor(np.array(y_all), dtype=torch.long)
+    w_all = None
+    if balanced.loss_weights is not None:
+        w_all = torch.zeros(len(y_all), dtype=torch.float32)
+        w_all[torch.as_tensor(train_pos)] = torch.as_tensor(balanced.loss_weights, dtype=torch.float32)
+    steps_per_epoch = math.ceil(len(train_pos) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg.schedule, s, total))
+    order_gen = torch.Generator().manual_seed(seed)
+    result = TrainResult()
+    start_epoch = 0
+    if resume is not None and Path(resume).exists():
+        state = torch.load(resume, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        order_gen.set_state(state["order_gen"])
+        torch.set_rng_state(state["torch_rng"])
+        result.log = state["log"]
+        start_epoch = state["epoch"]
+        print(f"resumed from {resume} after epoch {start_epoch}", flush=True)
+    t0 = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        order = epoch_order(len(train_pos), balanced.sample_weights, order_gen).numpy()
+        batches = [train_pos[order[i:i + cfg.batch_size]] for i in range(0, len(order), cfg.batch_size)]
+        loss_sum = torch.zeros((), device=device)
+        te = time.time()
+        for step, x in enumerate(_loader(inputs, batches, True, seed * 10_007 + epoch, cfg, device)):
+            idx = torch.as_tensor(batches[step])
+            x = _to(x, device)
+            yb = y_t[idx].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+                logits = model(x)
+            losses = F.cross_entropy(logits.float(), yb, reduction="none")
+            loss = (losses * w_all[idx].to(device, non_blocking=True)).mean() if w_all is not None else losses.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach()
+        train_loss = float(loss_sum) / max(len(batches), 1)
+        if not math.isfinite(train_loss):
+            if resume is not None and Path(resume).exists():
+                Path(resume).unlink()
+            raise LLRError(f"training loss became {train_loss} in epoch {epoch + 1} (lr {cfg.lr}); "
+                           f"lower the learning rate or check the inputs")
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": sched.get_last_lr()[0],
+               "seconds": time.time() - te}
+        for name, pos in (eval_sets or {}).items():
+            _, logits = embed(model, inputs, pos, cfg, device)
+            m = evaluate(logits.argmax(1), y_all[pos], g_all[pos], n_groups, group_weights)
+            row[f"{name}_wga"] = m["wga"]
+            row[f"{name}_mean_acc"] = m["mean_acc"]
+            for g, a in enumerate(m["acc_by_group"]):
+                row[f"{name}_acc_g{g}"] = a
+        if cfg.nc1:
+            from llr.analysis import nc1
+
+            h, _ = embed(model, inputs, pool, cfg, device)
+            row["train_nc1"] = nc1(h.astype(np.float64), y_all[pool], int(y_all.max()) + 1)
+        result.log.append(row)
+        rate = len(train_pos) / max(row["seconds"], 1e-9)
+        eta = (time.time() - t0) / (epoch + 1 - start_epoch) * (cfg.epochs - epoch - 1)
+        if progress:
+            msg = " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float) and not k.split("_")[-1].startswith("g"))
+            print(f"epoch {epoch + 1}/{cfg.epochs} {msg} | {rate:.0f} samples/s | ETA {eta:.0f}s", flush=True)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, row)
+        if resume is not None and cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0) \
+                and epoch + 1 < cfg.epochs:
+            tmp = Path(str(resume) + ".part")
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "order_gen": order_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                        "log": result.log, "epoch": epoch + 1, "config": asdict(cfg)}, tmp)
+            os.replace(tmp, resume)
+    result.seconds = time.time() - t0
+    return result
+
+
+def _config(params: dict, epochs: int | None = None) -> TrainConfig:
+    known = TrainConfig.__dataclass_fields__
+    kw = {k: v for k, v in params.items() if k in known}
+    if epochs is not None:
+        kw["epochs"] = epochs
+    if "epochs" not in kw:
+        raise LLRError("training params: key 'epochs' missing")
+    return TrainConfig(**kw)
+
+
+def _set_threads(params: dict) -> None:
+    threads = int(params.get("threads", 0))
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def _save_torch(obj, path: str | os.PathLike) -> None:
+    from llr.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def run_pretrain_job(dataset: str, params: dict, tokenizer_dir: str | None, out: str,
+                     log_csv: str | None = None) -> None:
+    """Pretrain a synthetic benchmark's backbone on a balanced auxiliary task
+    (predict the group, so features carry both core and spurious information),
+    standing in for ImageNet / BERT pretraining (DESIGN section 5)."""
+    import pandas as pd
+
+    from llr.balancing import balance
+    from llr.data import get_spec
+    from llr.io import write_csv
+    from llr.models import build_model
+
+    spec = get_spec(dataset)
+    if not spec.synthetic:
+        raise LLRError(f"{dataset}: pretrain is for synthetic datasets; real ones use ImageNet/BERT weights")
+    _set_threads(params)
+    seed = int(params.get("seed", 0)) + 1000
+    n = int(params.get("pretrain_n_per_group", 500))
+    if spec.modality == "image":
+        from llr.images import ImageInputs, pretrain_images
+
+        kw = dict(size=params.get("image_size", 24), core_contrast=params.get("core_contrast", 0.35),
+                  noise=params.get("noise", 0.08))
+        images, labels = pretrain_images(seed, n + 100, **kw)
+        inputs, model_kw = ImageInputs(images), {}
+    else:
+        from llr.text import pretrain_inputs
+
+        inputs, labels, model_kw = pretrain_inputs(spec, params, seed, n + 100, tokenizer_dir)
+    labels = np.asarray(labels)
+    # The first n examples of each group train, the rest measure the task.
+    per_group = [np.flatnonzero(labels == k) for k in range(spec.n_groups)]
+    fit_pos = np.sort(np.concatenate([p[:n] for p in per_group]))
+    eval_pos = np.sort(np.concatenate([p[n:] for p in per_group]))
+    torch.manual_seed(seed)
+    model = build_model(params["arch"], spec.n_groups, **model_kw)
+    cfg = _config({**params, **params.get("pretrain", {})})
+    res = train(model, inputs, labels, labels, fit_pos, balance(labels[fit_pos], "none", None), cfg, seed=seed,
+                n_groups=spec.n_groups, eval_sets={"aux": eval_pos})
+    if log_csv:
+        write_csv(log_csv, pd.DataFrame(res.log))
+    _save_torch({"backbone": model.backbone.state_dict(), "arch": params["arch"], "model_kw": model_kw,
+                 "aux_accuracy": res.log[-1]["aux_mean_acc"]}, out)
+
+
+def run_erm_job(*, dataset: str, metadata: str, split: str, inputs: str, subset: str | None,
+                pretrained: str | None, cell: str, seed: int, params: dict, outdir: str) -> None:
+    """Train one ERM cell and write ``model.pt``, ``log.csv`` (per epoch),
+    ``metrics.json`` (per role), ``embeddings.npy`` (float16, every example in
+    metadata order) and ``head.npz`` into ``outdir``."""
+    import pandas as pd
+
+    from llr.balancing import POOLS, ErmCell, balance, rng_for
+    from llr.data import get_spec, read_metadata
+    from llr.inputs import open_inputs
+    from llr.io import atomic_path, write_csv, write_json
+    from llr.metrics import train_group_weights
+    from llr.models import build_model
+
+    spec = get_spec(dataset)
+    c = ErmCell.parse(cell)
+    _set_threads(params)
+    meta = read_metadata(metadata)
+    if not (meta["idx"].to_numpy() == np.arange(len(meta))).all():
+        raise LLRError(f"{metadata}: column idx must be 0..N-1 in row order")
+    roles = pd.read_csv(split)["role"].to_numpy()
+    if len(roles) != len(meta):
+        raise LLRError(f"{split}: {len(roles)} rows, metadata {metadata} has {len(meta)}")
+    y, g = meta["y"].to_numpy(), meta["g"].to_numpy()
+    pool = np.flatnonzero(np.isin(roles, POOLS[c.pool]))
+    if c.ratio is not None:
+        if not subset:
+            raise LLRError(f"ERM cell {cell}: a group-ratio cell needs --subset")
+        chosen = pd.read_csv(subset)["idx"].to_numpy()
+        if not np.isin(chosen, pool).all():
+            raise LLRError(f"{subset}: lists examples outside the {c.pool!r} pool")
+        pool = np.sort(chosen)
+    labels = y[pool] if c.level == "class" else g[pool]
+    balanced = balance(labels, c.mode, rng_for(seed, "erm", cell))
+    eval_sets = {r: np.flatnonzero(roles == r) for r in ("val", "test")}
+    gw = train_group_weights(g[meta["split"].to_numpy() == "train"], spec.n_groups) if spec.weighted_mean else None
+
+    torch.manual_seed(seed)
+    model_kw = {}
+    state = None
+    if pretrained:
+        state = torch.load(pretrained, map_location="cpu", weights_only=False)
+        model_kw = state.get("model_kw", {})
+    model = build_model(params["arch"], spec.n_classes, pretrained=bool(params.get("imagenet", False)), **model_kw)
+    if state is not None:
+        model.backbone.load_state_dict(state["backbone"])
+    cfg = _config(params)
+    src = open_inputs(spec, inputs, params.get("crop"))
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    res = train(model, src, y, g, pool, balanced, cfg, seed=seed, n_groups=spec.n_groups, eval_sets=eval_sets,
+                group_weights=gw, resume=out / "resume.pt")
+
+    device = resolve_device(cfg.device)
+    emb, logits = embed(model, src, np.arange(len(meta)), cfg, device)
+    pred = logits.argmax(1)
+    metrics = {"dataset": dataset, "seed": seed, "cell": cell, "epochs": cfg.epochs,
+               "n_train": int(len(balanced.positions)), "train_seconds": res.seconds,
+               "train_group_counts": np.bincount(g[pool[balanced.positions]], minlength=spec.n_groups).tolist(),
+               "roles": {}}
+    for r in ("train", "heldout", "val", "test"):
+        pos = np.flatnonzero(roles == r)
+        if len(pos):
+            metrics["roles"][r] = evaluate(pred[pos], y[pos], g[pos], spec.n_groups, gw)
+    if cfg.nc1:
+        from llr.analysis import nc1
+
+        metrics["nc1"] = {"train": nc1(emb[pool].astype(np.float64), y[pool], spec.n_classes),
+                          "heldout": nc1(emb[roles == "heldout"].astype(np.float64), y[roles == "heldout"],
+                                         spec.n_classes)}
+    with atomic_path(out / "embeddings.npy") as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, emb.astype(np.float16))
+    with atomic_path(out / "head.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, W=model.head.weight.detach().float().cpu().numpy(),
+                     b=model.head.bias.detach().float().cpu().numpy())
+    _save_torch({k: v.cpu() for k, v in model.state_dict().items()}, out / "model.pt")
+    write_csv(out / "log.csv", pd.DataFrame(res.log))
+    write_json(out / "metrics.json", metrics)
+    if (out / "resume.pt").exists():
+        (out / "resume.pt").unlink()

@@ -1,0 +1,36 @@
+# ERM finetuning, one job per dataset x seed x ERM cell. The job's final
+# evaluation pass writes the penultimate embeddings of every example, so the
+# backbone runs over the data once per cell (DESIGN section 6).
+
+
+rule erm:
+    input:
+        meta="results/{dataset}/metadata.csv",
+        split="results/{dataset}/seed{seed}/split.csv",
+        inputs=inputs_file,
+        subset=erm_subset,
+        pretrained=pretrained_file,
+    output:
+        embeddings="results/{dataset}/seed{seed}/erm/{erm}/embeddings.npy",
+        head="results/{dataset}/seed{seed}/erm/{erm}/head.npz",
+        metrics="results/{dataset}/seed{seed}/erm/{erm}/metrics.json",
+        log_csv="results/{dataset}/seed{seed}/erm/{erm}/log.csv",
+        model="results/{dataset}/seed{seed}/erm/{erm}/model.pt",
+    params:
+        p=erm_params,
+        subset=lambda wc, input: f"--subset {input.subset}" if input.subset else "",
+        pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if input.pretrained else "",
+        outdir=lambda wc, output: os.path.dirname(output.metrics),
+    threads: config["threads"]
+    resources:
+        gpu=1 if config["device"] != "cpu" else 0,
+    log:
+        "logs/erm/{dataset}/seed{seed}/{erm}.log",
+    benchmark:
+        "benchmarks/out/erm/{dataset}/seed{seed}/{erm}.tsv"
+    conda:
+        "../../envs/llr.yaml"
+    shell:
+        "{PY} erm --dataset {wildcards.dataset} --metadata {input.meta} --split {input.split} "
+        "--inputs {input.inputs} {params.subset} {params.pretrained} --cell {wildcards.erm} "
+        "--seed {wildcards.seed} --params '{params.p}' --outdir {params.outdir} > {log} 2>&1"
