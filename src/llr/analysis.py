@@ -26,6 +26,18 @@ Definitions (the paper's notation: K classes, features h in R^d):
   gradient descent on the cross-entropy on separable data (Soudry et al. 2018).
 * Directional error || v/||v|| - v_ref/||v_ref|| || with v = W[1] - W[0] for
   K = 2 and v = W - mean_k W_k (flattened) for K > 2.
+
+Where the authors' code (tmlabonte/understanding-llr) differs, we follow the
+paper's and DESIGN's definitions and say so here:
+``exps/collapse.py`` regularizes Sigma_B by 1e-3 I before the pinv (``nc1``'s
+``ridge`` reproduces that) and hooks ResNet's layer4 output (before pooling);
+its margins use softmax probabilities (p_y - max_{k!=y} p_k) divided by the
+norm of all trainable parameters (W and b), with min over positive margins
+set to 0 when there are none (NaN here); ``exps/svm_convergence.py`` fits
+sklearn LinearSVC(fit_intercept=False, C=1e5) (squared hinge, one-vs-rest
+for K > 2) on the LLR training (held-out) features and subtracts its (1, d)
+coefficient from the (2, d) head W / ||W||_F by broadcasting, which is not
+zero even for a head aligned with the SVM; here v = W[1] - W[0] is compared.
 """
 
 from __future__ import annotations

@@ -34,10 +34,10 @@ def cmd_prepare(a) -> None:
         if spec.modality == "image":
             import numpy as np
 
-            from llr.images import synth_waterbirds
+            from llr.images import CORE_CONTRAST, synth_waterbirds
 
             meta, images = synth_waterbirds(p.get("seed", 0), p.get("sizes"), p.get("image_size", 24),
-                                            p.get("core_contrast", 0.35), p.get("noise", 0.08))
+                                            p.get("core_contrast", CORE_CONTRAST), p.get("noise", 0.08))
             meta = standardize(meta, spec, "generator")
             if not a.out_inputs:
                 raise LLRError(f"{spec.name}: --out-inputs is required for a synthetic dataset")
@@ -107,13 +107,23 @@ def cmd_subset(a) -> None:
     write_csv(a.out, pd.DataFrame({"idx": meta["idx"].to_numpy()[pos[keep]]}))
 
 
+def _claim_gpu(params: dict) -> None:
+    """On a local multi-GPU machine, pin this job to one free GPU before CUDA
+    starts (llr.gpu; a no-op on CPU and under SLURM)."""
+    from llr.gpu import claim_for
+
+    claim_for(str(params.get("device", "cpu")))
+
+
 def cmd_pretrain(a) -> None:
+    _claim_gpu(_json(a.params))
     from llr.train import run_pretrain_job
 
     run_pretrain_job(a.dataset, _json(a.params), a.inputs, a.out, a.log_csv)
 
 
 def cmd_erm(a) -> None:
+    _claim_gpu(_json(a.params))
     from llr.train import run_erm_job
 
     run_erm_job(dataset=a.dataset, metadata=a.metadata, split=a.split, inputs=a.inputs, subset=a.subset,
@@ -129,9 +139,55 @@ def cmd_lastlayer(a) -> None:
 
 
 def cmd_collect(a) -> None:
-    from llr.tables import collect_runs
+    from llr import tables
 
-    collect_runs(a.files, a.out)
+    {"runs": tables.collect_runs, "logs": tables.collect_logs, "analysis": tables.collect_analysis}[a.kind](
+        a.files, a.out)
+
+
+def _heldout_test(a):
+    """Embeddings, labels and groups of the held-out and test roles."""
+    import numpy as np
+    import pandas as pd
+
+    from llr.data import get_spec, read_metadata
+
+    meta = read_metadata(a.metadata)
+    spec = get_spec(a.dataset)
+    roles = pd.read_csv(a.split)["role"].to_numpy()
+    emb = np.load(a.embeddings, mmap_mode="r")
+    if emb.shape[0] != len(meta):
+        raise LLRError(f"{a.embeddings}: {emb.shape[0]} rows, metadata {a.metadata} has {len(meta)}")
+    out = {}
+    for r in ("heldout", "test"):
+        pos = np.flatnonzero(roles == r)
+        out[r] = (np.asarray(emb[pos], dtype=np.float64), meta["y"].to_numpy()[pos], meta["g"].to_numpy()[pos])
+    return spec, out
+
+
+def cmd_svm(a) -> None:
+    """Figure 3: directional error of the LLR head (SGD, lr 1e-3, 10x the
+    standard epochs) to the hard-margin SVM on the held-out embeddings."""
+    from llr.analysis import svm_convergence
+    from llr.io import write_csv
+
+    spec, d = _heldout_test(a)
+    X, y, _ = d["heldout"]
+    write_csv(a.out, svm_convergence(X, y, spec.n_classes, epochs=a.epochs, seed=a.seed))
+
+
+def cmd_margins(a) -> None:
+    """Table 1: per-group margins of LLR heads at checkpoints, with the
+    same heads' per-group test accuracy."""
+    import numpy as np
+
+    from llr.analysis import margin_records
+    from llr.io import write_csv
+
+    spec, d = _heldout_test(a)
+    ck = sorted(set(np.linspace(1, a.epochs, min(a.checkpoints, a.epochs)).round().astype(int).tolist()))
+    write_csv(a.out, margin_records(*d["heldout"], *d["test"], spec.n_groups, spec.n_classes, epochs=a.epochs,
+                                    checkpoint_epochs=ck, seed=a.seed))
 
 
 def cmd_plot(a) -> None:
@@ -204,10 +260,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_lastlayer)
 
-    p = sub.add_parser("collect", help="tidy CSV, one row per run, role and group")
+    p = sub.add_parser("collect", help="tidy CSVs: runs (one row per run, role, group), logs, analysis")
+    p.add_argument("--kind", choices=["runs", "logs", "analysis"], default="runs")
     p.add_argument("--out", required=True)
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_collect)
+
+    for name, func, extra in (("svm", cmd_svm, ()), ("margins", cmd_margins, ("--checkpoints",))):
+        p = sub.add_parser(name, help=func.__doc__.splitlines()[0])
+        for k in ("--dataset", "--embeddings", "--metadata", "--split", "--out"):
+            p.add_argument(k, required=True)
+        p.add_argument("--epochs", type=int, required=True)
+        p.add_argument("--seed", type=int, required=True)
+        for k in extra:
+            p.add_argument(k, type=int, default=10)
+        p.set_defaults(func=func)
 
     p = sub.add_parser("plot", help="draw one figure")
     p.add_argument("figure")

@@ -173,3 +173,54 @@ def collect_runs(files: list[str], out_csv: str | os.PathLike) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     write_csv(out_csv, df)
     return df
+
+
+def _dataset_seed(path: str) -> tuple[str, int]:
+    import re
+
+    m = re.search(r"(?:^|/)results/(?P<dataset>[^/]+)/seed(?P<seed>\d+)/", Path(path).as_posix())
+    if not m:
+        raise LLRError(f"{path}: not under results/<dataset>/seed<k>/")
+    return m["dataset"], int(m["seed"])
+
+
+def collect_logs(files: list[str], out_csv: str | os.PathLike) -> pd.DataFrame:
+    """Per-epoch ERM logs (``.../erm/<cell>/log.csv``) stacked with columns
+    dataset, seed, erm first; ``heldout_nc1_final`` comes from the run's
+    metrics.json when the run tracked NC1 (Figure 2)."""
+    import json
+
+    frames = []
+    for f in files:
+        ds, seed = _dataset_seed(f)
+        p = Path(f)
+        d = pd.read_csv(p)
+        d.insert(0, "erm", p.parent.name)
+        d.insert(0, "seed", seed)
+        d.insert(0, "dataset", ds)
+        m = p.parent / "metrics.json"
+        if m.exists():
+            nc1 = json.loads(m.read_text()).get("nc1")
+            if nc1:
+                d["heldout_nc1_final"] = nc1["heldout"]
+                d["train_nc1_final"] = nc1["train"]
+        frames.append(d)
+    df = pd.concat(frames, ignore_index=True)
+    write_csv(out_csv, df)
+    return df
+
+
+def collect_analysis(files: list[str], out_csv: str | os.PathLike) -> pd.DataFrame:
+    """Per-seed analysis tables (``results/<dataset>/seed<k>/analysis/*.csv``)
+    stacked with dataset and seed columns."""
+    frames = []
+    for f in files:
+        ds, seed = _dataset_seed(f)
+        d = pd.read_csv(f)
+        d = d.drop(columns=[c for c in ("dataset", "seed") if c in d.columns])
+        d.insert(0, "seed", seed)
+        d.insert(0, "dataset", ds)
+        frames.append(d)
+    df = pd.concat(frames, ignore_index=True)
+    write_csv(out_csv, df)
+    return df

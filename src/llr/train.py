@@ -269,9 +269,9 @@ def run_pretrain_job(dataset: str, params: dict, tokenizer_dir: str | None, out:
     seed = int(params.get("seed", 0)) + 1000
     n = int(params.get("pretrain_n_per_group", 500))
     if spec.modality == "image":
-        from llr.images import ImageInputs, pretrain_images
+        from llr.images import CORE_CONTRAST, ImageInputs, pretrain_images
 
-        kw = dict(size=params.get("image_size", 24), core_contrast=params.get("core_contrast", 0.35),
+        kw = dict(size=params.get("image_size", 24), core_contrast=params.get("core_contrast", CORE_CONTRAST),
                   noise=params.get("noise", 0.08))
         images, labels = pretrain_images(seed, n + 100, **kw)
         inputs, model_kw = ImageInputs(images), {}

@@ -56,7 +56,39 @@ def fig4_cells():
     return erm + [f"combined_ratio{r}_none" for r in RATIOS], ll
 
 
-FIGURE_CELLS = {"fig4": fig4_cells}
+CLASS_BAL = ["none"] + [f"class_{m}" for m in BAL_MODES]
+
+
+def fig5_cells():
+    """Figure 5: class balancing. ERM on 100% of the data (combined pool)
+    versus LLR/CB-LLR on the held-out set after the train/held-out split."""
+    erm = [f"{pool}_{b}" for pool in ("combined", "train") for b in CLASS_BAL]
+    ll = [("train_none", "llr", "heldout")]
+    ll += [(f"train_class_{m}", f"cbllr_{m}", "heldout") for m in BAL_MODES]
+    return erm, ll
+
+
+def fig6_cells():
+    """Figure 6: ERM with group balancing (test WGA per epoch)."""
+    return ["combined_none"] + [f"combined_group_{m}" for m in BAL_MODES], []
+
+
+def fig7_cells():
+    """Figure 7: class-balanced ERM versus group-balanced DFR; AFR beside."""
+    erm = [f"combined_class_{m}" for m in BAL_MODES]
+    ll = [(f"train_class_{m}", f"dfr_{m}", "heldout") for m in BAL_MODES]
+    ll.append(("train_none", "afr", "heldout"))
+    return erm, ll
+
+
+def fig2_cells():
+    """Figure 2: NC1 per epoch of longer ERM runs."""
+    return ["train_none_long"], []
+
+
+FIGURE_CELLS = {"fig2": fig2_cells, "fig4": fig4_cells, "fig5": fig5_cells, "fig6": fig6_cells,
+                "fig7": fig7_cells}
+LOG_FIGURES = ("fig2", "fig6")  # figures drawn from per-epoch ERM logs
 
 
 def erm_dir(ds, seed, erm):
@@ -75,12 +107,64 @@ def figure_runs(fig):
     return files
 
 
+def figure_logs(fig):
+    erm, _ = FIGURE_CELLS[fig]()
+    return [f"{erm_dir(d, s, e)}/log.csv" for d in DATASETS for s in SEEDS for e in erm]
+
+
+def analysis_files(name):
+    return [f"results/{d}/seed{s}/analysis/{name}.csv" for d in DATASETS for s in SEEDS]
+
+
+FIGURE_DATA = {
+    "fig2": ["results/tables/fig2_epochs.csv"],
+    "fig3": ["results/tables/fig3_svm.csv"],
+    "fig5": ["results/tables/fig5_runs.csv"],
+    "fig6": ["results/tables/fig6_epochs.csv"],
+    "fig7": ["results/tables/fig7_runs.csv"],
+}
+
+
+def figure_params(fig):
+    if fig == "fig2":
+        return json.dumps({"standard_epochs": {d: int(config["erm"][d]["epochs"]) for d in DATASETS}})
+    return "{}"
+
+
+TABLES = list(config.get("tables", []))
+
+
+def comparison_inputs():
+    """Whatever the configured figures and tables produce, for the paper
+    comparison."""
+    out = ["results/tables/table2.csv"]
+    if "fig4" in FIGURES:
+        out += ["results/tables/fig4_pearson.csv", "results/tables/fig4_runs.csv"]
+    for fig, f in (("fig5", "fig5_runs"), ("fig7", "fig7_runs"), ("fig2", "fig2_epochs")):
+        if fig in FIGURES:
+            out.append(f"results/tables/{f}.csv")
+    if "table1" in TABLES:
+        out.append("results/tables/table1.csv")
+    return out
+
+
+def report_inputs():
+    figs = [f"results/figures/{f}.png" for f in FIGURES]
+    tabs = [f"results/tables/{t}.csv" for t in TABLES]
+    if "fig4" in FIGURES:
+        tabs.append("results/tables/fig4_pearson.csv")
+    return figs + tabs
+
+
 def all_targets():
     out = []
     for fig in FIGURES:
         out += [f"results/figures/{fig}.png", f"results/figures/{fig}.pdf"]
     if "fig4" in FIGURES:
         out.append("results/tables/fig4_pearson.csv")
+    out += [f"results/tables/{t}.csv" for t in TABLES]
+    if config.get("report", False):
+        out.append("results/report.html")
     return out
 
 
