@@ -70,7 +70,7 @@ def cmd_inputs(a) -> None:
         from llr.datasets import load_texts
         from llr.text import load_tokenizer, tokenize_cache
 
-        tok = load_tokenizer(p.get("tokenizer", p.get("arch", "bert-base-uncased")))
+        tok = load_tokenizer(p.get("model_path", p.get("arch", "bert-base-uncased")))
         tokenize_cache(load_texts(spec.name, a.data_root, meta), tok, p["max_length"], a.out)
 
 

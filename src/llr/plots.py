@@ -199,13 +199,30 @@ def _band(ax, x, mean, std, color, label, log: bool = False, **kw) -> None:
     ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
 
 
+def _note(fig, text: str) -> None:
+    """A footnote under the panels, wrapped to the figure's width."""
+    import textwrap
+
+    chars = max(70, int(fig.get_figwidth() * 17))
+    renderer = fig.canvas.get_renderer()
+    bottom = min(ax.get_tightbbox(renderer).y0 for ax in fig.axes) / fig.bbox.height
+    fig.text(0.5, min(bottom, 0.0) - 0.02, textwrap.fill(text, chars), fontsize=8, ha="center", va="top")
+
+
 def _finish(fig, axes, note: str | None = None, legend_ax=None) -> None:
-    ax = legend_ax if legend_ax is not None else axes[-1]
-    handles, labels = ax.get_legend_handles_labels()
+    src = legend_ax if legend_ax is not None else max(axes, key=lambda a: len(a.get_legend_handles_labels()[0]))
+    handles, labels = src.get_legend_handles_labels()
     if handles:
-        ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+        axes[-1].legend(handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     if note:
-        fig.suptitle(note, fontsize=8, y=-0.04, va="top")
+        _note(fig, note)
+
+
+def _std_line(ax, x: float) -> None:
+    """Dashed vertical line at the standard epoch count, labelled in place."""
+    ax.axvline(x, color="gray", ls="--", lw=1, label="standard epoch count")
+    ax.annotate(f"{x:g}", (x, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
+                textcoords="offset points", ha="left", va="top", fontsize=7, color="gray")
 
 
 def fig2(inputs: list[str], outputs: list[str], params: dict) -> None:
@@ -230,6 +247,12 @@ def fig2(inputs: list[str], outputs: list[str], params: dict) -> None:
             if "train_nc1" in c.columns and c["train_nc1"].notna().any():
                 s = _mean_std(c.dropna(subset=["train_nc1"]), ["epoch"], "train_nc1")
                 _band(ax, s["epoch"], s["mean"], s["std"], color, f"train NC1 per epoch{tag}", log=True)
+            elif "train_nc1_final" in c.columns and c["train_nc1_final"].notna().any():
+                last = c.groupby("seed").agg(epoch=("epoch", "max"), t=("train_nc1_final", "last"))
+                t = last["t"].dropna()
+                ax.errorbar([last["epoch"].max()], [t.mean()], yerr=[t.std() if len(t) > 1 else 0.0],
+                            marker="o", ms=6, color=color, ls="none", capsize=3,
+                            label=f"train NC1 at the end{tag}", zorder=5)
             if "heldout_nc1_final" in c.columns and c["heldout_nc1_final"].notna().any():
                 last = c.groupby("seed").agg(epoch=("epoch", "max"), h=("heldout_nc1_final", "last"))
                 h = last["h"].dropna()
@@ -237,11 +260,10 @@ def fig2(inputs: list[str], outputs: list[str], params: dict) -> None:
                             marker="*", ms=10, color="tab:red" if len(cells) == 1 else color, ls="none",
                             capsize=3, label=f"held-out NC1 at the end{tag}", zorder=5)
         if ds in std_ep:
-            ax.axvline(float(std_ep[ds]), color="gray", ls="--", lw=1,
-                       label=f"standard epochs ({int(std_ep[ds])})")
+            _std_line(ax, float(std_ep[ds]))
         ax.set_yscale("log")
         ax.set_xlabel("ERM epoch")
-        ax.set_ylabel("NC1 = tr(Σ_W Σ_B⁺)/K")
+        ax.set_ylabel(r"NC1 = tr($\Sigma_W \Sigma_B^{+}$) / K")
         ax.set_title(_title(ds))
         ax.grid(alpha=0.3, which="both")
     _finish(fig, axes, "NC1 of penultimate features (no augmentation); mean ± std over seeds")
@@ -255,6 +277,8 @@ def fig3(inputs: list[str], outputs: list[str], params: dict) -> None:
     on the held-out features, per epoch; log-log axes; mean +- std over seeds.
     Optional params {"standard_epochs": {dataset: int}} draws a dashed line."""
     plt = _plt()
+    from matplotlib.ticker import FormatStrFormatter
+
     df = _need(pd.read_csv(inputs[0]), {"dataset", "seed", "epoch", "directional_error"}, inputs[0])
     std_ep = (params or {}).get("standard_epochs", {}) or {}
     datasets = list(dict.fromkeys(df["dataset"]))
@@ -264,10 +288,12 @@ def fig3(inputs: list[str], outputs: list[str], params: dict) -> None:
         s = _mean_std(d, ["epoch"], "directional_error")
         _band(ax, s["epoch"], s["mean"], s["std"], "tab:blue", "LLR head vs SVM", log=True)
         if ds in std_ep:
-            ax.axvline(float(std_ep[ds]), color="gray", ls="--", lw=1,
-                       label=f"standard epochs ({int(std_ep[ds])})")
+            _std_line(ax, float(std_ep[ds]))
         ax.set_xscale("log")
         ax.set_yscale("log")
+        fmt = FormatStrFormatter("%g")
+        ax.yaxis.set_major_formatter(fmt)
+        ax.yaxis.set_minor_formatter(fmt)
         ax.set_xlabel("LLR epoch (SGD, lr 1e-3)")
         ax.set_ylabel("directional error to the SVM")
         ax.set_title(_title(ds))
@@ -336,6 +362,8 @@ def _bars(plt, data: pd.DataFrame, modes: list[str], series: list[str], colors: 
           outputs: list[str], note: str) -> None:
     """Grouped bars, one panel per dataset: one group per mode, one bar per
     series present there (centred), error bars = std over seeds."""
+    if not (data["n"] > 0).any():
+        raise LLRError(f"no run of the cells this figure needs ({', '.join(series)}); check the runs table")
     datasets = list(dict.fromkeys(data["dataset"]))
     fig, axes = _panels(plt, len(datasets), width=4.0)
     width = 0.8 / len(series)
@@ -351,7 +379,8 @@ def _bars(plt, data: pd.DataFrame, modes: list[str], series: list[str], colors: 
                              color=color, capsize=2, error_kw={"lw": 0.8})
                 labelled.setdefault(name, bar)
         ax.set_xticks(np.arange(len(present)))
-        ax.set_xticklabels([MODE_LABELS.get(m, m) for m in present])
+        ax.set_xticklabels([MODE_LABELS.get(m, m) for m in present], rotation=20, ha="right",
+                           rotation_mode="anchor")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test worst-group accuracy (%)")
         ax.set_title(_title(ds))
@@ -360,7 +389,7 @@ def _bars(plt, data: pd.DataFrame, modes: list[str], series: list[str], colors: 
     names = [n for n in series if n in labelled]
     fig.legend([labelled[n] for n in names], names, loc="lower center", bbox_to_anchor=(0.5, 1.0),
                ncol=len(names), frameon=False)
-    fig.suptitle(note, fontsize=8, y=-0.04, va="top")
+    _note(fig, note)
     _save(fig, outputs[:2])
     plt.close(fig)
 
@@ -400,8 +429,7 @@ def fig6(inputs: list[str], outputs: list[str], params: dict) -> None:
         ax.set_ylabel("test worst-group accuracy (%)")
         ax.set_title(_title(ds))
         ax.grid(alpha=0.3)
-    _finish(fig, axes, "ERM on train + held-out (100% of the data) with group balancing; mean ± std over seeds",
-            legend_ax=max(axes, key=lambda a: len(a.get_legend_handles_labels()[0])))
+    _finish(fig, axes, "ERM on train + held-out (100% of the data) with group balancing; mean ± std over seeds")
     _save(fig, outputs[:2])
     plt.close(fig)
 
@@ -415,8 +443,10 @@ def fig7(inputs: list[str], outputs: list[str], params: dict) -> None:
     data = fig7_data(_runs(inputs))
     series = ["class-balanced ERM (100% of data)", "DFR (group-balanced held-out)", "AFR"]
     _bars(plt, data, [*BALANCE_MODES, "AFR"], series, ["0.55", "tab:red", "tab:cyan"],
-          "balancing mode (ERM class balancing; DFR group balancing of the held-out set)",
-          outputs, "DFR = LLR on the group-balanced held-out set; AFR after unbalanced ERM; " + DEVIATION_NOTE)
+          "balancing mode", outputs,
+          "Mode = class balancing of ERM (trained on train + held-out) and group balancing of the held-out "
+          "set for DFR (LLR after class-balanced ERM on the train split); AFR after unbalanced ERM. "
+          + DEVIATION_NOTE)
 
 
 # --------------------------------------------------------------------------
@@ -610,8 +640,13 @@ def _cmp_nc1(path: str) -> list[dict]:
     """(d) NC1 of the training features decreases; held-out NC1 > train NC1."""
     df = pd.read_csv(path)
     rows = []
-    for ds, d in df.groupby("dataset", sort=False):
+    keys = ["dataset", "erm"] if "erm" in df.columns else ["dataset"]
+    several = "erm" in df.columns and (df.groupby("dataset")["erm"].nunique() > 1).any()
+    for key, d in df.groupby(keys, sort=False):
+        ds = key[0]
         pre = _stand_in(ds) + "; " if _stand_in(ds) else ""
+        if several:
+            pre += f"ERM cell {key[1]}; "
         tr = d.dropna(subset=["train_nc1"]) if "train_nc1" in d.columns else d.iloc[0:0]
         if len(tr):
             per_ep = tr.groupby("epoch")["train_nc1"].mean().sort_index()
@@ -622,9 +657,14 @@ def _cmp_nc1(path: str) -> list[dict]:
                          "our_value": f"epoch {per_ep.index[0]}: {first:.3g} -> epoch {per_ep.index[-1]}: {last:.3g}",
                          "holds": _yes(last < first), "note": pre + "train NC1 mean over seeds, first vs last epoch; "
                          "the paper finds that collapse does not explain LLR's gains"})
-        if "heldout_nc1_final" in d.columns and d["heldout_nc1_final"].notna().any() and len(tr):
+        if len(tr):
             last_ep = tr.groupby("seed")["epoch"].transform("max")
             tr_last = tr[tr["epoch"] == last_ep].groupby("seed")["train_nc1"].mean()
+        elif "train_nc1_final" in d.columns:
+            tr_last = d.groupby("seed")["train_nc1_final"].last()
+        else:
+            tr_last = pd.Series(dtype=float)
+        if "heldout_nc1_final" in d.columns and d["heldout_nc1_final"].notna().any() and len(tr_last):
             ho = d.groupby("seed")["heldout_nc1_final"].last().reindex(tr_last.index)
             ok = ho.notna() & tr_last.notna()
             if ok.any():

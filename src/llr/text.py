@@ -96,48 +96,31 @@ kitchen doctor teacher farmer artist driver student friend neighbor family
 village forest mountain beach island bridge station train boat plane lake field
 hill street park shop church hotel museum library door wall floor roof lamp
 clock picture bottle basket bag coat hat shoe ball cake bread apple coffee tea
-red blue green yellow brown white black round flat wooden
+old young big small red blue green quiet loud happy busy early late bright dark
+warm cold tall short new long wide heavy light soft
 walks runs sits reads writes sings plays cooks drives opens closes watches
 carries builds paints finds keeps leaves meets moves pulls pushes sells
 today yesterday morning evening again later soon often here there
 """.split())
 
-# The relation table: concept -> (side A words, side B words). Words of one
-# side are synonyms, words of opposite sides antonyms.
-CONCEPTS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
-    (("happy", "glad"), ("sad", "unhappy")),
-    (("big", "large"), ("small", "tiny")),
-    (("fast", "quick"), ("slow", "sluggish")),
-    (("hot", "warm"), ("cold", "chilly")),
-    (("rich", "wealthy"), ("poor", "broke")),
-    (("easy", "simple"), ("hard", "difficult")),
-    (("bright", "shiny"), ("dark", "dim")),
-    (("loud", "noisy"), ("quiet", "silent")),
-    (("strong", "powerful"), ("weak", "feeble")),
-    (("clean", "tidy"), ("dirty", "messy")),
-    (("early", "prompt"), ("late", "tardy")),
-    (("full", "packed"), ("empty", "vacant")),
-    (("wet", "damp"), ("dry", "arid")),
-    (("brave", "bold"), ("afraid", "timid")),
-    (("smart", "clever"), ("dumb", "foolish")),
-    (("safe", "secure"), ("dangerous", "risky")),
-    (("calm", "relaxed"), ("angry", "furious")),
-    (("old", "ancient"), ("new", "modern")),
-    (("tall", "high"), ("short", "low")),
-    (("kind", "gentle"), ("cruel", "harsh")),
-    (("true", "correct"), ("false", "wrong")),
-    (("cheap", "affordable"), ("expensive", "costly")),
-    (("open", "unlocked"), ("closed", "shut")),
-    (("alive", "living"), ("dead", "lifeless")),
+# class -> key verbs of its core phrase (contradiction, entailment, neutral)
+CORE_KEYS: tuple[tuple[str, ...], ...] = (
+    ("disagrees", "refutes", "opposes", "disputes", "denies", "rejects", "contradicts", "doubts"),
+    ("agrees", "confirms", "supports", "proves", "accepts", "affirms", "endorses", "verifies"),
+    ("ponders", "recalls", "imagines", "notices", "wonders", "mentions", "hears", "guesses"),
 )
-VAGUE_WORDS: tuple[str, ...] = ("fine", "okay", "normal", "usual")
+AMBIGUOUS_KEYS: tuple[str, ...] = ("considers", "discusses", "reviews", "describes")
+LINKS: tuple[str, ...] = ("with", "upon", "over")
 NEGATIONS: tuple[str, ...] = ("not", "no", "never", "nothing", "nobody")
+_FREE_NEGATIONS = NEGATIONS[1:]
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MIN_WORDS, MAX_WORDS = 12, 20
 DEFAULT_CORE_NOISE = 0.0
-N_CONCEPTS = 24
-NEGATION_MODE = "free"
+N_KEYS = 4
+SCOPE_RATE = 0.5
+SCOPED_NEGATION = "not"
+FREE_NOT_RATE = 0.2
 
 DEFAULT_SIZES: dict[str, tuple[int, ...]] = {
     "train": (1200, 230, 1400, 40, 1380, 50),
@@ -147,15 +130,15 @@ DEFAULT_SIZES: dict[str, tuple[int, ...]] = {
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _PRETRAIN_CODE = 3
 
-_RELATION_WORDS = tuple(w for c in CONCEPTS for side in c for w in side)
-_WORD_INFO = {w: (c, side) for c, sides in enumerate(CONCEPTS) for side, ws in enumerate(sides) for w in ws}
+_KEY_CLASS = {k: c for c, keys in enumerate(CORE_KEYS) for k in keys}
+_KEY_CLASS.update({k: -1 for k in AMBIGUOUS_KEYS})
+_FLIP = (1, 0, 2)  # negation in scope swaps entailment and contradiction
 
 
 def _check_words() -> None:
-    groups = [FILLER_WORDS, _RELATION_WORDS, VAGUE_WORDS, NEGATIONS]
+    groups = [FILLER_WORDS, tuple(_KEY_CLASS), LINKS, NEGATIONS]
     allw = [w for g in groups for w in g]
     assert len(allw) == len(set(allw)), "synthetic language: word sets overlap"
-    assert len({len(s) for c in CONCEPTS for s in c}) == 1
 
 
 _check_words()
@@ -163,25 +146,22 @@ _check_words()
 
 def synthetic_vocab() -> list[str]:
     """The tokenizer vocabulary: special tokens, then every word (sorted)."""
-    words = sorted(set(FILLER_WORDS) | set(_RELATION_WORDS) | set(VAGUE_WORDS) | set(NEGATIONS))
+    words = sorted(set(FILLER_WORDS) | set(_KEY_CLASS) | set(LINKS) | set(NEGATIONS))
     return list(SPECIAL_TOKENS) + words
 
 
 def core_class(text: str) -> int:
-    """The class named by a sentence's relation pair; -1 if ambiguous."""
+    """The class a sentence's core phrase states: its key's class, swapped
+    between contradiction and entailment when a negation word comes right
+    before the key; -1 if the key is ambiguous (noise)."""
     ws = text.split()
-    rel = [w for w in ws if w in _WORD_INFO]
-    if len(rel) == 1 and any(w in VAGUE_WORDS for w in ws):
-        return -1
-    if len(rel) != 2:
-        raise LLRError(f"synthetic text without a relation pair: {text!r}")
-    (c1, s1), (c2, s2) = _WORD_INFO[rel[0]], _WORD_INFO[rel[1]]
-    if c1 != c2:
-        return 2
-    same = s1 == s2
-    if NEGATION_MODE == "scoped" and ws.index(rel[1]) > 0 and ws[ws.index(rel[1]) - 1] in NEGATIONS:
-        same = not same
-    return 1 if same else 0
+    for i, w in enumerate(ws):
+        if w in _KEY_CLASS:
+            c = _KEY_CLASS[w]
+            if c >= 0 and i > 0 and ws[i - 1] in NEGATIONS:
+                c = _FLIP[c]
+            return c
+    raise LLRError(f"synthetic text without a core phrase: {text!r}")
 
 
 def has_negation(text: str) -> bool:
@@ -190,10 +170,9 @@ def has_negation(text: str) -> bool:
 
 # columns of the per-row uniform draws (a fixed number per row, so that the
 # first k rows of a cell do not depend on how many rows it has)
-_U_LEN, _U_CONCEPT, _U_OTHER, _U_SIDE, _U_SIDE2, _U_W1, _U_W2, _U_NOISE, _U_VAGUE, _U_NEG = range(10)
+_U_LEN, _U_KEY, _U_LINK, _U_NOISE, _U_AMB, _U_NEG, _U_SCOPE, _U_POS, _U_NEGPOS, _U_NEGNOT = range(10)
 _U_FILL = 10
-_U_POS = _U_FILL + MAX_WORDS
-_U_WIDTH = _U_POS + MAX_WORDS
+_U_WIDTH = _U_FILL + MAX_WORDS
 
 
 def _pick(u: np.ndarray, k: int) -> np.ndarray:
@@ -206,45 +185,28 @@ def _group_sentences(seed: int, code: int, g: int, n: int, core_noise: float) ->
     rng = np.random.default_rng([int(seed), code, g])
     u = rng.random((n, _U_WIDTH))
     y, s = divmod(g, N_SPURIOUS)
-    m = N_CONCEPTS
-    k = len(CONCEPTS[0][0])
     length = MIN_WORDS + _pick(u[:, _U_LEN], MAX_WORDS - MIN_WORDS + 1)
-    c1 = _pick(u[:, _U_CONCEPT], m)
-    side1 = _pick(u[:, _U_SIDE], 2)
-    w1 = _pick(u[:, _U_W1], k)
-    # hypothesis word: same concept (entailment: same side, another word;
-    # contradiction: other side) or another concept (neutral)
-    if y == 2:
-        c2 = (c1 + 1 + _pick(u[:, _U_OTHER], m - 1)) % m
-        side2 = _pick(u[:, _U_SIDE2], 2)
-        w2 = _pick(u[:, _U_W2], k)
-    else:
-        c2 = c1
-        same = (y == 1) != (s == 1 and NEGATION_MODE == "scoped")
-        side2 = side1 if same else 1 - side1
-        w2 = (w1 + 1 + _pick(u[:, _U_W2], k - 1)) % k if same and k > 1 else _pick(u[:, _U_W2], k)
-    words = np.array(_RELATION_WORDS, dtype=object).reshape(len(CONCEPTS), 2, k)
-    prem = words[c1, side1, w1]
-    hyp = words[c2, side2, w2]
-    vague = u[:, _U_NOISE] < core_noise
-    hyp = np.where(vague, np.array(VAGUE_WORDS, dtype=object)[_pick(u[:, _U_VAGUE], len(VAGUE_WORDS))], hyp)
-    neg = np.array(NEGATIONS, dtype=object)[_pick(u[:, _U_NEG], len(NEGATIONS))]
-    fill = np.array(FILLER_WORDS, dtype=object)[_pick(u[:, _U_FILL:_U_POS], len(FILLER_WORDS))]
-    # slot positions: the smallest random keys among the first `room` columns
-    scoped = bool(s) and NEGATION_MODE == "scoped"
-    room = length - 1 if scoped else length
-    keys = np.where(np.arange(MAX_WORDS)[None, :] < room[:, None], u[:, _U_POS:], 2.0)
-    slots = np.argsort(keys, axis=1, kind="stable")[:, :3]
+    scoped = (u[:, _U_SCOPE] < SCOPE_RATE) & bool(s)
+    keys = np.array([CORE_KEYS[c][:N_KEYS] for c in range(N_CLASSES)], dtype=object)
+    key = np.where(scoped, keys[_FLIP[y]][_pick(u[:, _U_KEY], N_KEYS)], keys[y][_pick(u[:, _U_KEY], N_KEYS)])
+    amb = np.array(AMBIGUOUS_KEYS, dtype=object)[_pick(u[:, _U_AMB], len(AMBIGUOUS_KEYS))]
+    key = np.where(u[:, _U_NOISE] < core_noise, amb, key)
+    link = np.array(LINKS, dtype=object)[_pick(u[:, _U_LINK], len(LINKS))]
+    neg = np.array(_FREE_NEGATIONS, dtype=object)[_pick(u[:, _U_NEG], len(_FREE_NEGATIONS))]
+    fill = np.array(FILLER_WORDS, dtype=object)[_pick(u[:, _U_FILL:], len(FILLER_WORDS))]
+    # the core phrase "key link" takes two adjacent slots, a scoped negation
+    # the slot before them; a free negation one slot elsewhere
+    # the core phrase "key link" at kpos, kpos + 1 (a scoped negation at
+    # kpos - 1); a free negation anywhere else but right before the key
     rows = np.arange(n)
-    ph = np.sort(slots[:, :2], axis=1)
-    fill[rows, ph[:, 0]] = prem
-    if scoped:  # "... prem ... neg hyp ...": the negation takes scope over hyp
-        fill[rows, ph[:, 1]] = neg
-        fill[rows, ph[:, 1] + 1] = hyp
-    else:
-        fill[rows, ph[:, 1]] = hyp
-        if s:
-            fill[rows, slots[:, 2]] = neg
+    kpos = scoped + _pick(u[:, _U_POS], length - 1 - scoped)
+    if s:
+        lo = np.maximum(kpos - 1, 0)
+        free = _pick(u[:, _U_NEGPOS], length - 2 - (kpos > 0))
+        npos = np.where(scoped, kpos - 1, np.where(free < lo, free, free + kpos + 2 - lo))
+        fill[rows, npos] = np.where(scoped | (u[:, _U_NEGNOT] < FREE_NOT_RATE), SCOPED_NEGATION, neg)
+    fill[rows, kpos] = key
+    fill[rows, kpos + 1] = link
     return [" ".join(r[:l]) for r, l in zip(fill.tolist(), length.tolist())]
 
 

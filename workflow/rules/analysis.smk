@@ -10,7 +10,7 @@ rule svm_convergence:
     output:
         "results/{dataset}/seed{seed}/analysis/svm_convergence.csv",
     params:
-        epochs=lambda wc: 10 * int(config["erm"][wc.dataset]["epochs"]),
+        epochs=lambda wc: 10 * llr_epochs(wc),
     log:
         "logs/analysis/{dataset}/seed{seed}/svm_convergence.log",
     conda:
@@ -28,7 +28,7 @@ rule margins:
     output:
         "results/{dataset}/seed{seed}/analysis/margins.csv",
     params:
-        epochs=erm_epochs,
+        epochs=llr_epochs,
         checkpoints=config.get("margins", {}).get("checkpoints", 10),
     log:
         "logs/analysis/{dataset}/seed{seed}/margins.log",

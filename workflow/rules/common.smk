@@ -17,7 +17,8 @@ except LLRError as e:
 
 DATA_ROOT = os.environ.get("LLR_DATA_ROOT", config["data_root"])
 SRC = os.path.join(workflow.basedir, "src", "llr")
-PY = "python -m llr"
+# Jobs start through a warm fork server (llr.forkserver) unless forkserver: false.
+PY = ("LLR_FORKSERVER=1 " if config.get("forkserver", True) else "") + "python -m llr"
 DATASETS = list(config["datasets"])
 SEEDS = [int(s) for s in config["seeds"]]
 RATIOS = [str(float(r)) for r in config["group_ratios"]]
@@ -213,7 +214,8 @@ def erm_params(wc):
 
     p = dict(config["erm"][wc.dataset])
     if ErmCell.parse(wc.erm).long:
-        p["epochs"] = config["nc1"]["epochs"]
+        nc1 = config.get("nc1", {})
+        p["epochs"] = int(nc1["epochs"]) if "epochs" in nc1 else int(round(nc1.get("factor", 2) * p["epochs"]))
         p["nc1"] = True
     p["threads"] = config["threads"]
     p["device"] = config["device"]
@@ -222,6 +224,12 @@ def erm_params(wc):
 
 def erm_epochs(wc):
     return int(config["erm"][wc.dataset]["epochs"])
+
+
+def llr_epochs(wc):
+    """LLR's standard epoch count: the ERM epochs unless lastlayer.llr.epochs
+    overrides it (Figure 3 trains 10x this, Table 1 checkpoints within it)."""
+    return int(config.get("lastlayer", {}).get("llr", {}).get("epochs") or erm_epochs(wc))
 
 
 def method_params(wc):

@@ -1,5 +1,17 @@
 # Dataset preparation, held-out carving and group-ratio subsets.
 
+# Between-workflow output cache of the training rules (pretrain, erm): active
+# with `--cache` and $SNAKEMAKE_OUTPUT_CACHE (docs/cluster.md). The cache key
+# hashes a rule's params, its source inputs and its upstream steps, not its
+# wildcards: a cached rule's params must name its cell. Snakemake refuses a
+# benchmark on a cached rule, so under --cache those rules run without one.
+CACHE = "omit-software" if workflow.workflow_settings.cache is not None else False
+
+
+def no_benchmark_when_cached(proxy):
+    if CACHE:
+        proxy.rule._benchmark = None
+
 
 rule prepare_synthetic:
     output:
@@ -84,6 +96,7 @@ rule pretrain:
     threads: config["threads"]
     resources:
         gpu=1 if config["device"] != "cpu" else 0,
+    cache: CACHE
     log:
         "logs/pretrain/{dataset}.log",
     benchmark:
@@ -93,6 +106,9 @@ rule pretrain:
     shell:
         "{PY} pretrain --dataset {wildcards.dataset} --params '{params.p}' "
         "--out {output} --log-csv {params.log_csv} > {log} 2>&1"
+
+
+no_benchmark_when_cached(rules.pretrain)
 
 
 rule split:

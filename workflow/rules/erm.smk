@@ -24,6 +24,7 @@ rule erm:
     threads: config["threads"]
     resources:
         gpu=1 if config["device"] != "cpu" else 0,
+    cache: CACHE  # keyed by params.outdir among others (data.smk)
     log:
         "logs/erm/{dataset}/seed{seed}/{erm}.log",
     benchmark:
@@ -34,3 +35,6 @@ rule erm:
         "{PY} erm --dataset {wildcards.dataset} --metadata {input.meta} --split {input.split} "
         "--inputs {input.inputs} {params.subset} {params.pretrained} --cell {wildcards.erm} "
         "--seed {wildcards.seed} --params '{params.p}' --outdir {params.outdir} > {log} 2>&1"
+
+
+no_benchmark_when_cached(rules.erm)

@@ -1,0 +1,265 @@
+"""A fork server that makes a job start in milliseconds instead of seconds.
+
+Every workflow rule runs ``python -m llr <command>`` in a fresh process.
+On a laptop CPU, importing torch, torchvision and transformers costs 3-10 s
+per process, more than many of the jobs themselves. With
+``LLR_FORKSERVER=1`` the command line becomes a thin client: it connects to
+a per-user server that has imported those libraries once, sends its argv,
+working directory, environment and standard file descriptors, and the
+server forks a child that runs the command as if it had been started
+directly (same files, same exit status; SIGTERM/SIGINT to the client reach
+the child, so preemption and Ctrl-C behave as usual).
+
+The server is keyed on the interpreter and the modification times of this
+package's sources, so an edited ``src/llr`` gets a new server; it exits
+after ``LLR_FORKSERVER_IDLE`` seconds (default 120) without a request. Any
+failure to reach a server falls back to running the command in-process.
+Nothing is shared between jobs but imported, unused library code: the
+server never runs a tensor operation, initializes CUDA or starts threads
+(BLAS is pinned to one thread before numpy is imported).
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PRELOAD = ("numpy", "pandas", "scipy.stats", "torch", "torchvision.models", "transformers",
+           "matplotlib.pyplot", "llr.cli", "llr.train", "llr.lastlayer", "llr.analysis", "llr.tables",
+           "llr.plots", "llr.text", "llr.images", "llr.datasets", "llr.balancing")
+_HDR = struct.Struct("!I")
+
+
+def _key() -> str:
+    pkg = Path(__file__).resolve().parent
+    stamp = [sys.executable, str(pkg)] + [f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(pkg.glob("*.py"))]
+    return hashlib.sha1("\n".join(stamp).encode()).hexdigest()[:16]
+
+
+def _dir() -> Path:
+    d = Path(os.environ.get("LLR_FORKSERVER_DIR") or f"/tmp/llr-forkserver-{os.getuid()}")
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return d
+
+
+def socket_path() -> Path:
+    return _dir() / f"{_key()}.sock"
+
+
+def _send(sock: socket.socket, obj) -> None:
+    data = json.dumps(obj).encode()
+    sock.sendall(_HDR.pack(len(data)) + data)
+
+
+def _recv(sock: socket.socket):
+    head = b""
+    while len(head) < _HDR.size:
+        chunk = sock.recv(_HDR.size - len(head))
+        if not chunk:
+            return None
+        head += chunk
+    (n,) = _HDR.unpack(head)
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return json.loads(data)
+
+
+# ------------------------------------------------------------------ client
+def run_via_server(argv: list[str]) -> int | None:
+    """Run ``llr argv`` in a forked child of the server; None if no server
+    could be reached (the caller then runs the command itself)."""
+    path = socket_path()
+    try:
+        sock = _connect(path)
+    except OSError:
+        return None
+    with sock:
+        msg = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+        try:
+            socket.send_fds(sock, [_HDR.pack(len(msg)) + msg], [0, 1, 2])
+            hello = _recv(sock)
+        except OSError:
+            return None
+        if not hello or "pid" not in hello:
+            return None
+        child = int(hello["pid"])
+
+        def forward(signum, _frame):
+            try:
+                os.killpg(child, signum)  # the job and its loader workers
+            except (ProcessLookupError, PermissionError):
+                pass
+
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(s, forward)
+        while True:
+            try:
+                done = _recv(sock)
+                break
+            except InterruptedError:
+                continue
+    if not done:
+        return 1
+    status = int(done["status"])
+    if status < 0:  # killed by a signal: die the same way
+        signal.signal(-status, signal.SIG_DFL)
+        os.kill(os.getpid(), -status)
+        return 128 - status
+    return status
+
+
+def _connect(path: Path) -> socket.socket:
+    for attempt in range(2):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(str(path))
+            return s
+        except OSError:
+            s.close()
+            if attempt:
+                raise
+            _spawn(path)
+    raise OSError("unreachable")
+
+
+def _spawn(path: Path) -> None:
+    """Start a server for ``path`` (once, under a lock) and wait until it listens."""
+    lock = path.with_suffix(".lock")
+    with open(lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+            return
+        except OSError:
+            pass
+        finally:
+            probe.close()
+        log = open(path.with_suffix(".log"), "ab")
+        subprocess.Popen([sys.executable, "-m", "llr.forkserver", str(path)], stdin=subprocess.DEVNULL,
+                         stdout=log, stderr=log, start_new_session=True, close_fds=True,
+                         env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                              "MKL_NUM_THREADS": "1", "LLR_FORKSERVER": "0"})
+        deadline = time.time() + float(os.environ.get("LLR_FORKSERVER_START_TIMEOUT", "120"))
+        while time.time() < deadline:
+            if path.exists():
+                return
+            time.sleep(0.05)
+
+
+# ------------------------------------------------------------------ server
+def serve(path: Path, idle: float) -> None:
+    import importlib
+
+    names = os.environ.get("LLR_FORKSERVER_PRELOAD")
+    for name in names.split(",") if names else PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # a missing optional library only costs speed
+            print(f"forkserver: preload {name} failed: {e}", file=sys.stderr, flush=True)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers are reaped automatically
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(tmp))
+    srv.listen(64)
+    os.replace(tmp, path)  # visible only once listening
+    ino = os.stat(path).st_ino
+    srv.settimeout(idle)
+    print(f"forkserver: listening on {path} (pid {os.getpid()})", flush=True)
+    try:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except socket.timeout:
+                break
+            if os.fork() == 0:
+                srv.close()
+                _handle(conn)  # never returns
+            conn.close()
+    finally:
+        try:
+            if os.stat(path).st_ino == ino:  # not replaced by a newer server
+                path.unlink()
+        except OSError:
+            pass
+
+
+def _handle(conn: socket.socket) -> None:
+    """In a forked handler: receive a request, fork the job, report its status."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        fds = array.array("i")
+        data, ancdata, _, _ = conn.recvmsg(1 << 20, socket.CMSG_LEN(3 * fds.itemsize))
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
+        (n,) = _HDR.unpack(data[:_HDR.size])
+        body = data[_HDR.size:]
+        while len(body) < n:
+            body += conn.recv(n - len(body))
+        req = json.loads(body)
+        pid = os.fork()
+        if pid == 0:
+            conn.close()
+            _run_job(req, list(fds))  # never returns
+        for fd in fds:
+            os.close(fd)
+        _send(conn, {"pid": pid})
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        _send(conn, {"status": code})
+    finally:
+        os._exit(0)
+
+
+def _run_job(req: dict, fds: list[int]) -> None:
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        for target, fd in zip((0, 1, 2), fds):
+            os.dup2(fd, target)
+        for fd in fds:
+            os.close(fd)
+        sys.stdin = open(0, closefd=False)
+        sys.stdout = open(1, "w", closefd=False, buffering=1)
+        sys.stderr = open(2, "w", closefd=False, buffering=1)
+        os.chdir(req["cwd"])
+        os.environ.clear()
+        os.environ.update(req["env"])
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, signal.SIG_DFL)
+        sys.argv = ["llr", *req["argv"]]
+        from llr.cli import main
+
+        code = main(req["argv"])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]), float(os.environ.get("LLR_FORKSERVER_IDLE", "120")))
