@@ -127,6 +127,7 @@ def test_slurm_profile_reads_environment():
     assert p["executor"] == "slurm" and p["slurm-logdir"] == "logs/slurm"
     assert int(p["retries"]) >= 1 and p["rerun-incomplete"] == "True"
     assert "slurm-status-command" not in p
+    assert p["config"] == ["forkserver=False"]
     assert not any("slurm_partition" in r or "slurm_account" in r for r in p["default-resources"] + p["set-resources"])
     p = _profile(REPO / "profiles/slurm/config.yaml",
                  {"LLR_SLURM_ACCOUNT": "lab", "LLR_SLURM_PARTITION": "all", "LLR_SLURM_GPU_PARTITION": "gpu",
@@ -225,7 +226,7 @@ def test_cache_second_workflow_trains_nothing(tmp_path):
         d = tmp_path / name
         d.mkdir()
         cmd = [PY, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(d), "--configfile",
-               str(TINY), "--cores", "2", f"{cell}/metrics.json", "--cache"]
+               str(TINY), "--cores", "2", f"{cell}/metrics.json", "--cache", "pretrain", "erm"]
         r = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         runs[name] = r.stdout + r.stderr

@@ -25,9 +25,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Waterbirds-like composition: strongly imbalanced train (minority groups
 # about 6% of landbirds and 17% of waterbirds), val/test balanced within class.
 DEFAULT_SIZES = {
-    "train": [1700, 100, 100, 500],
-    "val": [80, 80, 80, 80],
-    "test": [120, 120, 120, 120],
+    "train": [1020, 60, 60, 300],
+    "val": [60, 60, 60, 60],
+    "test": [100, 100, 100, 100],
 }
 
 

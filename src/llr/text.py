@@ -120,7 +120,9 @@ DEFAULT_CORE_NOISE = 0.0
 N_KEYS = 4
 SCOPE_RATE = 0.5
 SCOPED_NEGATION = "not"
-FREE_NOT_RATE = 0.2
+FREE_NOT_RATE = 0.0
+PRETRAIN_SCOPE_RATE = None
+PRETRAIN_FREE_NOT_RATE = None
 
 DEFAULT_SIZES: dict[str, tuple[int, ...]] = {
     "train": (1200, 230, 1400, 40, 1380, 50),
@@ -179,14 +181,16 @@ def _pick(u: np.ndarray, k: int) -> np.ndarray:
     return np.minimum((u * k).astype(np.int64), k - 1)
 
 
-def _group_sentences(seed: int, code: int, g: int, n: int, core_noise: float) -> list[str]:
+def _group_sentences(seed: int, code: int, g: int, n: int, core_noise: float, scope_rate=None, free_not_rate=None) -> list[str]:
+    scope_rate = SCOPE_RATE if scope_rate is None else scope_rate
+    free_not_rate = FREE_NOT_RATE if free_not_rate is None else free_not_rate
     if n == 0:
         return []
     rng = np.random.default_rng([int(seed), code, g])
     u = rng.random((n, _U_WIDTH))
     y, s = divmod(g, N_SPURIOUS)
     length = MIN_WORDS + _pick(u[:, _U_LEN], MAX_WORDS - MIN_WORDS + 1)
-    scoped = (u[:, _U_SCOPE] < SCOPE_RATE) & bool(s)
+    scoped = (u[:, _U_SCOPE] < scope_rate) & bool(s)
     keys = np.array([CORE_KEYS[c][:N_KEYS] for c in range(N_CLASSES)], dtype=object)
     key = np.where(scoped, keys[_FLIP[y]][_pick(u[:, _U_KEY], N_KEYS)], keys[y][_pick(u[:, _U_KEY], N_KEYS)])
     amb = np.array(AMBIGUOUS_KEYS, dtype=object)[_pick(u[:, _U_AMB], len(AMBIGUOUS_KEYS))]
@@ -204,7 +208,7 @@ def _group_sentences(seed: int, code: int, g: int, n: int, core_noise: float) ->
         lo = np.maximum(kpos - 1, 0)
         free = _pick(u[:, _U_NEGPOS], length - 2 - (kpos > 0))
         npos = np.where(scoped, kpos - 1, np.where(free < lo, free, free + kpos + 2 - lo))
-        fill[rows, npos] = np.where(scoped | (u[:, _U_NEGNOT] < FREE_NOT_RATE), SCOPED_NEGATION, neg)
+        fill[rows, npos] = np.where(scoped | (u[:, _U_NEGNOT] < free_not_rate), SCOPED_NEGATION, neg)
     fill[rows, kpos] = key
     fill[rows, kpos + 1] = link
     return [" ".join(r[:l]) for r, l in zip(fill.tolist(), length.tolist())]
@@ -269,7 +273,7 @@ def pretrain_text(seed: int, n: int, *, core_noise: float = DEFAULT_CORE_NOISE) 
     texts: list[str] = []
     gs: list[int] = []
     for g, c in enumerate(counts):
-        texts += _group_sentences(seed, _PRETRAIN_CODE, g, c, core_noise)
+        texts += _group_sentences(seed, _PRETRAIN_CODE, g, c, core_noise, PRETRAIN_SCOPE_RATE, PRETRAIN_FREE_NOT_RATE)
         gs += [g] * c
     order = np.random.default_rng([int(seed), _PRETRAIN_CODE, 99]).permutation(n)
     g = np.asarray(gs, dtype=np.int64)[order]

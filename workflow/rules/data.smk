@@ -1,15 +1,17 @@
 # Dataset preparation, held-out carving and group-ratio subsets.
 
-# Between-workflow output cache of the training rules (pretrain, erm): active
-# with `--cache` and $SNAKEMAKE_OUTPUT_CACHE (docs/cluster.md). The cache key
-# hashes a rule's params, its source inputs and its upstream steps, not its
-# wildcards: a cached rule's params must name its cell. Snakemake refuses a
-# benchmark on a cached rule, so under --cache those rules run without one.
-CACHE = "omit-software" if workflow.workflow_settings.cache is not None else False
+# Between-workflow output cache of the training rules (pretrain, erm): on with
+# `--cache pretrain erm` and $SNAKEMAKE_OUTPUT_CACHE (docs/cluster.md). The
+# cache key hashes a rule's params, its source inputs and its upstream steps,
+# not its wildcards: a cached rule's params must name its cell. Snakemake
+# refuses a benchmark on a cached rule, so a cached rule runs without one.
+def cache_if_asked(rule):
+    asked = workflow.workflow_settings.cache
+    return "omit-software" if asked is not None and (not asked or rule in asked) else False
 
 
 def no_benchmark_when_cached(proxy):
-    if CACHE:
+    if proxy.rule.cache and proxy.rule.cache.output:
         proxy.rule._benchmark = None
 
 
@@ -96,7 +98,7 @@ rule pretrain:
     threads: config["threads"]
     resources:
         gpu=1 if config["device"] != "cpu" else 0,
-    cache: CACHE
+    cache: cache_if_asked("pretrain")
     log:
         "logs/pretrain/{dataset}.log",
     benchmark:

@@ -24,7 +24,7 @@ rule erm:
     threads: config["threads"]
     resources:
         gpu=1 if config["device"] != "cpu" else 0,
-    cache: CACHE  # keyed by params.outdir among others (data.smk)
+    cache: cache_if_asked("erm")  # the key includes params.outdir, naming the cell (data.smk)
     log:
         "logs/erm/{dataset}/seed{seed}/{erm}.log",
     benchmark:
