@@ -7,7 +7,11 @@ with WGA at least 15 points lower; balanced WGA >= 85%. Run once, before
 looking at any last-layer result, e.g.
 
     python benchmarks/calibrate_synthetic.py synth_waterbirds --knob 0.3 0.33
-    python benchmarks/calibrate_synthetic.py synth_multinli --knob 0.05 0.1
+    python benchmarks/calibrate_synthetic.py synth_multinli --knob 0.05 --seed 1
+
+For the text set ``--scope-rate`` overrides ``llr.text.SCOPE_RATE`` (the share
+of negation sentences whose "not" takes scope over the key), the second
+difficulty knob besides ``core_noise``.
 """
 
 from __future__ import annotations
@@ -95,7 +99,15 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--pre-epochs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--scope-rate", type=float, default=None,
+                    help="text only: override llr.text.SCOPE_RATE (default: the module's value)")
     a = ap.parse_args()
+    if a.scope_rate is not None:
+        if a.dataset != "synth_multinli" or not 0.0 <= a.scope_rate <= 1.0:
+            ap.error("--scope-rate takes a number in [0, 1] and applies to synth_multinli only")
+        import llr.text
+
+        llr.text.SCOPE_RATE = a.scope_rate
     torch.set_num_threads(1)
     image = a.dataset == "synth_waterbirds"
     params = {"arch": "resnet18-small" if image else "bert-tiny-synth", "epochs": a.epochs,

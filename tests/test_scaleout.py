@@ -249,7 +249,8 @@ def test_cache_second_workflow_trains_nothing(tmp_path):
 
 # ------------------------------------------------------------ a real SLURM cluster
 @pytest.mark.slurm
-@pytest.mark.skipif(os.environ.get("LLR_TEST_SLURM") != "1", reason="set LLR_TEST_SLURM=1 (root; ~4 min)")
+@pytest.mark.skipif(os.environ.get("LLR_TEST_SLURM") != "1",
+                    reason="set LLR_TEST_SLURM=1 (root; about 13 min on 2 cores)")
 def test_tiny_workflow_on_local_slurm(tmp_path):
     script = REPO / "tests" / "slurm" / "run_local_slurm.sh"
     r = subprocess.run(["bash", str(script), str(tmp_path / "slurm")], cwd=tmp_path, env=snakemake_env(),

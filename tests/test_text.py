@@ -68,6 +68,10 @@ def test_bad_sizes_rejected():
         T.generate_synthetic_text(0, SMALL, core_noise=1.5)
 
 
+def _key_index(words):
+    return next(i for i, w in enumerate(words) if w in T._KEY_CLASS)
+
+
 def test_spurious_token_iff_s_and_core_phrase():
     df = T.generate_synthetic_text(1, {"train": [300] * 6, "val": [1] * 6, "test": [1] * 6}, core_noise=0.2)
     neg = df["text"].map(T.has_negation)
@@ -89,6 +93,43 @@ def test_spurious_token_iff_s_and_core_phrase():
     assert (clean["text"].map(T.core_class) == clean["y"]).all()
 
 
+def test_negation_scope():
+    df = T.generate_synthetic_text(2, {"train": [400] * 6, "val": [1] * 6, "test": [1] * 6}, core_noise=0.0)
+    df = df[df.split == "train"]
+    ws = df["text"].str.split()
+    k = ws.map(_key_index)
+    before = [w[i - 1] if i > 0 else "" for w, i in zip(ws, k)]
+    scoped = pd.Series([b == T.SCOPED_NEGATION for b in before], index=df.index)
+    # "not" occurs only right before the key, the other negations never there
+    assert (df["text"].map(lambda t: T.SCOPED_NEGATION in t.split()) == scoped).all()
+    assert not any(b in T.FREE_NEGATIONS for b in before)
+    assert not scoped[df.s == 0].any()
+    assert abs(scoped[df.s == 1].mean() - T.SCOPE_RATE) < 0.05
+    # the key follows its class, except under a scoped "not": contradiction <-> entailment
+    key_class = pd.Series([T._KEY_CLASS[w[i]] for w, i in zip(ws, k)], index=df.index)
+    assert (key_class[~scoped] == df.y[~scoped]).all()
+    flipped = df.y[scoped].map({0: 1, 1: 0, 2: 2})
+    assert (key_class[scoped] == flipped).all()
+    assert ws.map(lambda w: w[_key_index(w) + 1] in T.LINKS).all()
+    assert T.core_class("the man not agrees with a dog") == 0
+    assert T.core_class("the man not disputes with a dog") == 1
+    assert T.core_class("the man not ponders with a dog") == 2
+    assert T.core_class("nobody agrees with a dog") == 1
+    assert T.core_class("not considers with a dog") == -1
+    with pytest.raises(LLRError, match="core phrase"):
+        T.core_class("the man and a dog")
+
+
+def test_default_generation_fast_and_short():
+    import time
+
+    t0 = time.perf_counter()
+    df = T.generate_synthetic_text(0)
+    assert time.perf_counter() - t0 < 2.0
+    assert len(df) == sum(sum(c) for c in T.DEFAULT_SIZES.values())
+    assert df["text"].str.split().str.len().max() <= T.MAX_WORDS <= 40
+
+
 def test_pretrain_text_balanced_and_distinct():
     p = T.pretrain_text(0, 62)
     assert list(p.columns) == ["y", "s", "g", "text"]
@@ -100,6 +141,13 @@ def test_pretrain_text_balanced_and_distinct():
     assert not bench & set(p["text"])
     with pytest.raises(LLRError):
         T.pretrain_text(0, 3)
+    # the auxiliary corpus has no negation in scope of a key: every negation
+    # word ("not" included) is free and the key gives the class
+    q = T.pretrain_text(1, 1200, core_noise=0.0)
+    ws = q["text"].str.split()
+    assert (q["text"].map(T.core_class) == q["y"]).all()
+    assert all(i == 0 or w[i - 1] not in T.NEGATIONS for w, i in zip(ws, ws.map(_key_index)))
+    assert ws.map(lambda w: T.SCOPED_NEGATION in w).any()
 
 
 def test_tokenizer_round_trip(tok):

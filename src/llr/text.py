@@ -8,34 +8,59 @@ word to exactly one token and decoding gives the sentence back verbatim.
 
 * Filler: words drawn uniformly from ``FILLER_WORDS`` (about 150 everyday
   nouns, adjectives, verbs and function words). They carry no label.
-* Core phrase (decides the class y): two adjacent words ``KEY LINK`` put at a
-  random position. ``KEY`` is one of four verbs owned by the class
-  (``CORE_KEYS``: contradiction "disagrees refutes opposes disputes",
-  entailment "agrees confirms supports proves", neutral "ponders recalls
-  imagines notices"); ``LINK`` is one of ``LINKS`` ("with upon over"),
-  shared by all classes, so every class has 12 phrase variants.
-* Difficulty knob ``core_noise`` (default 0.25): with that probability,
-  independently per example and whatever the group, the key is replaced by an
-  *ambiguous* verb (``AMBIGUOUS_KEYS``: "considers discusses reviews
-  describes") that every class uses alike. The label is kept, so the core
-  feature predicts y only on the other examples, while the spurious token is
-  always visible: the core feature is the less reliable one and an ERM model
-  on imbalanced data leans on the spurious token for the ambiguous examples
-  (in minority groups that costs accuracy). A group-robust classifier reaches
-  about ``1 - core_noise * 2/3`` on every group.
-* Spurious token (s): when s = 1 one negation word (``NEGATIONS``: "not no
-  never nothing nobody", as in MultiNLI's negation heuristic) is inserted at a
-  random position outside the core phrase; when s = 0 no negation word occurs
-  anywhere (they are not filler words).
+* Core phrase: two adjacent words ``KEY LINK`` at a random position. ``KEY``
+  is one of four verbs owned by a class (``CORE_KEYS``: contradiction
+  "disagrees refutes opposes disputes", entailment "agrees confirms supports
+  proves", neutral "ponders recalls imagines notices"); ``LINK`` is one of
+  ``LINKS`` ("with upon over"), shared by all classes.
+* Spurious token (s): when s = 1 the sentence holds exactly one negation word
+  (``NEGATIONS``: "not no never nothing nobody", as in MultiNLI's negation
+  heuristic); when s = 0 none (they are not filler words).
+* Negation scope, what makes the core harder to learn than the spurious
+  token: with probability ``SCOPE_RATE`` (0.4) a negation sentence's
+  negation is "not" right before the key, and a scoped "not" reverses it:
+  ``not agrees`` states a contradiction, ``not disputes`` an entailment
+  (``not ponders`` stays neutral). Otherwise the negation is one of "no
+  never nothing nobody" at a random position other than right before the
+  key, and leaves the key's class alone. So y = ``core_class(text)``: the
+  key's class, swapped between contradiction and entailment under a scoped
+  "not". As in MultiNLI (contradictions written by negating the premise,
+  entailments that contain a negation), negation goes with contradiction,
+  and most negated entailments (group 3) read like contradictions word by
+  word ("not" + a contradiction key): telling them apart takes the
+  interaction of "not" with the key, which an ERM model learns from a
+  group-balanced train set (hundreds of such sentences per group) but not
+  from the natural one (a dozen or so in group 3), where "not" means
+  contradiction for it. The negation token itself is a single, easy word.
+* Difficulty knob ``core_noise`` (default ``DEFAULT_CORE_NOISE`` = 0.05):
+  with that probability, independently per example and whatever the group,
+  the key is replaced by an *ambiguous* verb (``AMBIGUOUS_KEYS``: "considers
+  discusses reviews describes") that every class uses alike; the label is
+  kept. ERM falls back on its prior for those, which with a negation means
+  contradiction. A group-robust classifier reaches about
+  ``1 - core_noise * 2/3`` on every group.
+* Calibration (``benchmarks/calibrate_synthetic.py``, ERM 4 epochs after the
+  pretraining below, seeds 1 and 2): natural composition mean accuracy about
+  0.96 with WGA 0.5 to 0.75 (group 3); group-balanced train set of the same
+  size WGA above 0.9.
 * Groups g = 2y + s. The default composition ``DEFAULT_SIZES`` follows the
   shape of MultiNLI's Table 2 (negation goes with contradiction: group 1 is
   about a fifth of group 0, groups 3 and 5 are rare) scaled down for CPU
   training, with the smallest train group 40 and the smallest val group 60 so
-  that group-ratio subsets of train and of the held-out half of val are usable.
-* Randomness: every (seed, split, group) cell has its own generator, so
-  changing one group's count leaves every other group's sentences unchanged;
-  the rows of a split are then shuffled by a generator of (seed, split).
-  ``pretrain_text`` draws from separate streams of the same language.
+  that group-ratio subsets of train and of the held-out half of val are
+  usable; the test minority groups have 100 or more sentences so that WGA is
+  measured to a few points.
+* Randomness: every (seed, split, group) cell has its own generator, and each
+  sentence takes a fixed number of uniform draws from it (generation is
+  vectorized over a cell), so changing one group's count leaves every other
+  group's sentences unchanged and extends or truncates its own; the rows of a
+  split are then shuffled by a generator of (seed, split).
+* ``pretrain_text`` (the auxiliary corpus of the pretrain step, standing in
+  for BERT pretraining) draws from separate streams of the language without
+  scoped negation (``PRETRAIN_SCOPE_RATE`` = 0; any negation word, "not"
+  included, placed freely): the balanced 6-group task teaches the key classes
+  (core) and the negation token (spurious), while how a scoped "not"
+  composes with a key is left to finetuning, as NLI reasoning is for BERT.
 
 Tokenizer: ``synthetic_vocab()`` is the five BERT special tokens plus every
 word of the language; ``build_synthetic_tokenizer(folder)`` writes
@@ -105,42 +130,46 @@ today yesterday morning evening again later soon often here there
 
 # class -> key verbs of its core phrase (contradiction, entailment, neutral)
 CORE_KEYS: tuple[tuple[str, ...], ...] = (
-    ("disagrees", "refutes", "opposes", "disputes", "denies", "rejects", "contradicts", "doubts"),
-    ("agrees", "confirms", "supports", "proves", "accepts", "affirms", "endorses", "verifies"),
-    ("ponders", "recalls", "imagines", "notices", "wonders", "mentions", "hears", "guesses"),
+    ("disagrees", "refutes", "opposes", "disputes"),
+    ("agrees", "confirms", "supports", "proves"),
+    ("ponders", "recalls", "imagines", "notices"),
 )
 AMBIGUOUS_KEYS: tuple[str, ...] = ("considers", "discusses", "reviews", "describes")
 LINKS: tuple[str, ...] = ("with", "upon", "over")
 NEGATIONS: tuple[str, ...] = ("not", "no", "never", "nothing", "nobody")
-_FREE_NEGATIONS = NEGATIONS[1:]
+SCOPED_NEGATION = "not"  # the one negation word that takes scope over the key
+FREE_NEGATIONS: tuple[str, ...] = tuple(w for w in NEGATIONS if w != SCOPED_NEGATION)
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MIN_WORDS, MAX_WORDS = 12, 20
-DEFAULT_CORE_NOISE = 0.0
-N_KEYS = 4
-SCOPE_RATE = 0.5
-SCOPED_NEGATION = "not"
-FREE_NOT_RATE = 0.0
-PRETRAIN_SCOPE_RATE = None
-PRETRAIN_FREE_NOT_RATE = None
+# Difficulty knobs, calibrated with benchmarks/calibrate_synthetic.py (ERM,
+# 4 epochs, seeds 1 and 2): natural mean about 0.96 with WGA 0.5 to 0.75,
+# group-balanced training WGA above 0.9.
+DEFAULT_CORE_NOISE = 0.05  # share of ambiguous keys (label kept), any group
+SCOPE_RATE = 0.4  # share of negation sentences whose negation is "not KEY"
+PRETRAIN_SCOPE_RATE = 0.0  # the auxiliary corpus has no scoped negation
+PRETRAIN_NEGATIONS = NEGATIONS
 
+# Per split, counts of groups 0..5 = (contradiction, entailment, neutral) x
+# (no-negation, negation); MultiNLI's Table 2 shape, scaled down.
 DEFAULT_SIZES: dict[str, tuple[int, ...]] = {
-    "train": (1200, 230, 1400, 40, 1380, 50),
+    "train": (2400, 460, 2800, 40, 2760, 50),
     "val": (800, 160, 940, 60, 930, 70),
-    "test": (1000, 200, 1200, 60, 1200, 80),
+    "test": (1000, 240, 1200, 100, 1200, 110),
 }
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _PRETRAIN_CODE = 3
 
 _KEY_CLASS = {k: c for c, keys in enumerate(CORE_KEYS) for k in keys}
 _KEY_CLASS.update({k: -1 for k in AMBIGUOUS_KEYS})
-_FLIP = (1, 0, 2)  # negation in scope swaps entailment and contradiction
+_FLIP = (1, 0, 2)  # "not KEY": contradiction <-> entailment, neutral stays
 
 
 def _check_words() -> None:
     groups = [FILLER_WORDS, tuple(_KEY_CLASS), LINKS, NEGATIONS]
     allw = [w for g in groups for w in g]
     assert len(allw) == len(set(allw)), "synthetic language: word sets overlap"
+    assert len({len(k) for k in CORE_KEYS}) == 1
 
 
 _check_words()
@@ -153,9 +182,10 @@ def synthetic_vocab() -> list[str]:
 
 
 def core_class(text: str) -> int:
-    """The class a sentence's core phrase states: its key's class, swapped
-    between contradiction and entailment when a negation word comes right
-    before the key; -1 if the key is ambiguous (noise)."""
+    """The class a sentence's core phrase states: the key's class, with
+    contradiction and entailment swapped when a negation word stands right
+    before the key (``not agrees`` is a contradiction); -1 if the key is
+    ambiguous (noise)."""
     ws = text.split()
     for i, w in enumerate(ws):
         if w in _KEY_CLASS:
@@ -170,48 +200,48 @@ def has_negation(text: str) -> bool:
     return any(w in NEGATIONS for w in text.split())
 
 
-# columns of the per-row uniform draws (a fixed number per row, so that the
-# first k rows of a cell do not depend on how many rows it has)
-_U_LEN, _U_KEY, _U_LINK, _U_NOISE, _U_AMB, _U_NEG, _U_SCOPE, _U_POS, _U_NEGPOS, _U_NEGNOT = range(10)
-_U_FILL = 10
+# Columns of the uniform draws of one sentence: a fixed number per row, so
+# that the first k sentences of a cell do not depend on how many it has.
+_U_LEN, _U_KEY, _U_LINK, _U_NOISE, _U_AMB, _U_NEG, _U_SCOPE, _U_POS, _U_NEGPOS = range(9)
+_U_FILL = 9
 _U_WIDTH = _U_FILL + MAX_WORDS
 
 
-def _pick(u: np.ndarray, k: int) -> np.ndarray:
-    return np.minimum((u * k).astype(np.int64), k - 1)
+def _pick(u: np.ndarray, k) -> np.ndarray:
+    """Uniform draws in [0, 1) -> integers in [0, k) (k may be an array)."""
+    return np.minimum((u * k).astype(np.int64), np.asarray(k) - 1)
 
 
-def _group_sentences(seed: int, code: int, g: int, n: int, core_noise: float, scope_rate=None, free_not_rate=None) -> list[str]:
-    scope_rate = SCOPE_RATE if scope_rate is None else scope_rate
-    free_not_rate = FREE_NOT_RATE if free_not_rate is None else free_not_rate
+def _group_sentences(seed: int, code: int, g: int, n: int, core_noise: float, scope_rate: float,
+                     free_negations: Sequence[str] = FREE_NEGATIONS) -> list[str]:
+    """``n`` sentences of group g = 2y + s, from the generator of (seed,
+    code, g), vectorized over the rows of one (n, _U_WIDTH) uniform draw."""
     if n == 0:
         return []
-    rng = np.random.default_rng([int(seed), code, g])
-    u = rng.random((n, _U_WIDTH))
+    u = np.random.default_rng([int(seed), code, g]).random((n, _U_WIDTH))
     y, s = divmod(g, N_SPURIOUS)
     length = MIN_WORDS + _pick(u[:, _U_LEN], MAX_WORDS - MIN_WORDS + 1)
     scoped = (u[:, _U_SCOPE] < scope_rate) & bool(s)
-    keys = np.array([CORE_KEYS[c][:N_KEYS] for c in range(N_CLASSES)], dtype=object)
-    key = np.where(scoped, keys[_FLIP[y]][_pick(u[:, _U_KEY], N_KEYS)], keys[y][_pick(u[:, _U_KEY], N_KEYS)])
-    amb = np.array(AMBIGUOUS_KEYS, dtype=object)[_pick(u[:, _U_AMB], len(AMBIGUOUS_KEYS))]
-    key = np.where(u[:, _U_NOISE] < core_noise, amb, key)
-    link = np.array(LINKS, dtype=object)[_pick(u[:, _U_LINK], len(LINKS))]
-    neg = np.array(_FREE_NEGATIONS, dtype=object)[_pick(u[:, _U_NEG], len(_FREE_NEGATIONS))]
-    fill = np.array(FILLER_WORDS, dtype=object)[_pick(u[:, _U_FILL:], len(FILLER_WORDS))]
-    # the core phrase "key link" takes two adjacent slots, a scoped negation
-    # the slot before them; a free negation one slot elsewhere
-    # the core phrase "key link" at kpos, kpos + 1 (a scoped negation at
-    # kpos - 1); a free negation anywhere else but right before the key
+    # a scoped negation reverses the key, so "not" + a key of the swapped class
+    keys = np.array(CORE_KEYS, dtype=object)
+    key_class = np.where(scoped, _FLIP[y], y)
+    key = keys[key_class, _pick(u[:, _U_KEY], keys.shape[1])]
+    ambiguous = np.array(AMBIGUOUS_KEYS, dtype=object)[_pick(u[:, _U_AMB], len(AMBIGUOUS_KEYS))]
+    key = np.where(u[:, _U_NOISE] < core_noise, ambiguous, key)
+    words = np.array(FILLER_WORDS, dtype=object)[_pick(u[:, _U_FILL:], len(FILLER_WORDS))]
     rows = np.arange(n)
+    # core phrase "key link" at kpos, kpos + 1; a scoped negation at kpos - 1,
+    # a free one anywhere else except right before the key
     kpos = scoped + _pick(u[:, _U_POS], length - 1 - scoped)
     if s:
         lo = np.maximum(kpos - 1, 0)
         free = _pick(u[:, _U_NEGPOS], length - 2 - (kpos > 0))
         npos = np.where(scoped, kpos - 1, np.where(free < lo, free, free + kpos + 2 - lo))
-        fill[rows, npos] = np.where(scoped | (u[:, _U_NEGNOT] < free_not_rate), SCOPED_NEGATION, neg)
-    fill[rows, kpos] = key
-    fill[rows, kpos + 1] = link
-    return [" ".join(r[:l]) for r, l in zip(fill.tolist(), length.tolist())]
+        free_word = np.array(free_negations, dtype=object)[_pick(u[:, _U_NEG], len(free_negations))]
+        words[rows, npos] = np.where(scoped, SCOPED_NEGATION, free_word)
+    words[rows, kpos] = key
+    words[rows, kpos + 1] = np.array(LINKS, dtype=object)[_pick(u[:, _U_LINK], len(LINKS))]
+    return [" ".join(r[:k]) for r, k in zip(words.tolist(), length.tolist())]
 
 
 def _check_noise(core_noise: float) -> float:
@@ -246,7 +276,7 @@ def generate_synthetic_text(seed: int, sizes: dict | None = None, *,
     for split, code in _SPLIT_CODE.items():
         texts, ys, ss = [], [], []
         for g, n in enumerate(sizes[split]):
-            texts += _group_sentences(seed, code, g, n, core_noise)
+            texts += _group_sentences(seed, code, g, n, core_noise, SCOPE_RATE)
             y, s = divmod(g, N_SPURIOUS)
             ys += [y] * n
             ss += [s] * n
@@ -261,10 +291,14 @@ def generate_synthetic_text(seed: int, sizes: dict | None = None, *,
 
 
 def pretrain_text(seed: int, n: int, *, core_noise: float = DEFAULT_CORE_NOISE) -> pd.DataFrame:
-    """A group-balanced auxiliary set of the same language (columns
+    """A group-balanced auxiliary set of the language (columns
     ``y,s,g,text``, shuffled): ``n`` rows, ``n // 6`` per group and the
     remainder spread over the first groups. Drawn from streams disjoint from
-    ``generate_synthetic_text``'s, standing in for BERT pretraining data."""
+    ``generate_synthetic_text``'s, standing in for BERT pretraining data: the
+    words, keys and negations of the benchmark (any of ``NEGATIONS``, placed
+    freely), but no negation in scope of a key (``PRETRAIN_SCOPE_RATE``), so
+    pretraining teaches the key classes and the negation token, not how a
+    scoped "not" composes with a key."""
     n = int(n)
     if n < N_GROUPS:
         raise LLRError(f"pretrain_text: n={n} too small, expected at least {N_GROUPS} (one per group)")
@@ -273,7 +307,7 @@ def pretrain_text(seed: int, n: int, *, core_noise: float = DEFAULT_CORE_NOISE) 
     texts: list[str] = []
     gs: list[int] = []
     for g, c in enumerate(counts):
-        texts += _group_sentences(seed, _PRETRAIN_CODE, g, c, core_noise, PRETRAIN_SCOPE_RATE, PRETRAIN_FREE_NOT_RATE)
+        texts += _group_sentences(seed, _PRETRAIN_CODE, g, c, core_noise, PRETRAIN_SCOPE_RATE, PRETRAIN_NEGATIONS)
         gs += [g] * c
     order = np.random.default_rng([int(seed), _PRETRAIN_CODE, 99]).permutation(n)
     g = np.asarray(gs, dtype=np.int64)[order]

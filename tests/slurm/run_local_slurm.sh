@@ -46,25 +46,10 @@ command -v snakemake >/dev/null || die "snakemake not found (make setup, or acti
 exec 9>/run/llr-local-slurm.lock
 flock -n 9 || die "another run_local_slurm.sh is running"
 
-# ------------------------------------------------------------ 1. packages
-POLICY_CREATED=0
-if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
-   || ! command -v sbatch >/dev/null || ! command -v munged >/dev/null; then
-    log "installing slurm-wlm and munge (Debian packages)"
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        # keep the packages from starting system daemons we would not own
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        POLICY_CREATED=1
-    fi
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends slurm-wlm munge
-    if [ "$POLICY_CREATED" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
-fi
-
 # ------------------------------------------------------------ cleanup
 PIDS=()          # daemons we started, stopped in reverse order
 CONF_WRITTEN=0
+POLICY_CREATED=0
 cleanup() {
     local rc=$?
     set +e
@@ -88,6 +73,7 @@ cleanup() {
     if [ "$CONF_WRITTEN" = 1 ] && head -1 "$CONF" 2>/dev/null | grep -qF "$MARK"; then
         rm -f "$CONF"
     fi
+    if [ "$POLICY_CREATED" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
     if [ "$rc" = 0 ] && [ "${KEEP:-0}" != 1 ]; then
         rm -rf "$SCRATCH"
     else
@@ -97,6 +83,21 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# ------------------------------------------------------------ 1. packages
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
+   || ! command -v sbatch >/dev/null || ! command -v munged >/dev/null; then
+    log "installing slurm-wlm and munge (Debian packages)"
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        # keep the packages from starting system daemons we would not own
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        POLICY_CREATED=1
+    fi
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends slurm-wlm munge
+    if [ "$POLICY_CREATED" = 1 ]; then rm -f /usr/sbin/policy-rc.d; POLICY_CREATED=0; fi
+fi
 
 # ------------------------------------------------------------ 2. slurm.conf
 if [ -e "$CONF" ] && ! head -1 "$CONF" | grep -qF "$MARK"; then
@@ -250,6 +251,13 @@ from pathlib import Path
 
 scratch, run, cancelled, cell = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 expected = Counter({r: int(n) for r, n in (l.split() for l in (scratch / "expected_jobs.txt").read_text().splitlines())})
+# rules the workflow declares local run in Snakemake's own process: not SLURM jobs
+local = set(re.findall(r"^localrule (\w+):", (scratch / "snakemake.log").read_text(), re.M))
+for rule in local:
+    expected.pop(rule, None)
+# ... but the work itself must have gone to SLURM
+problems = [f"rule {r} ran locally, not as a SLURM job" for r in ("prepare_synthetic", "pretrain", "erm")
+            if r in local]
 # SLURM's job completion records: JobId -> JobState
 state = {}
 for line in (scratch / "logs/jobcomp.txt").read_text().splitlines():
@@ -258,7 +266,7 @@ for line in (scratch / "logs/jobcomp.txt").read_text().splitlines():
 ctld = (scratch / "logs/slurmctld.log").read_text()
 submitted = set(re.findall(r"_slurm_rpc_submit_batch_job: JobId=(\d+)", ctld))
 # the executor's per-job SLURM logs: logs/slurm/rule_<rule>/<wildcards>/<jobid>.log
-completed, other, problems = Counter(), [], []
+completed, other = Counter(), []
 for p in sorted((run / "logs/slurm").glob("rule_*/**/*.log")):
     rule, jobid = p.relative_to(run / "logs/slurm").parts[0][len("rule_"):], p.stem
     if jobid not in submitted:
@@ -284,7 +292,8 @@ else:
     problems.append("no ERM job was cancelled (the checkpoint was never seen)")
 print(f"[local-slurm] SLURM jobs COMPLETED per rule: {dict(sorted(completed.items()))}")
 print(f"[local-slurm] other SLURM jobs: {other}")
-print(f"[local-slurm] {len(submitted)} submissions in slurmctld.log, {len(state)} jobcomp records")
+print(f"[local-slurm] {len(submitted)} submissions in slurmctld.log, {len(state)} jobcomp records"
+      + (f"; local rules: {sorted(local)}" if local else ""))
 if problems:
     print("[local-slurm] FAIL:\n  " + "\n  ".join(problems), file=sys.stderr)
     sys.exit(1)
