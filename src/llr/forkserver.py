@@ -81,7 +81,11 @@ def _recv(sock: socket.socket):
 # ------------------------------------------------------------------ client
 def run_via_server(argv: list[str]) -> int | None:
     """Run ``llr argv`` in a forked child of the server; None if no server
-    could be reached (the caller then runs the command itself)."""
+    could be reached (the caller then runs the command itself). Inside a
+    SLURM job the command always runs itself: a forked job would live in the
+    cgroup (CPUs, memory, GPUs) of whichever job started the server."""
+    if os.environ.get("SLURM_JOB_ID"):
+        return None
     path = socket_path()
     try:
         sock = _connect(path)
