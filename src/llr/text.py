@@ -183,14 +183,14 @@ def synthetic_vocab() -> list[str]:
 
 def core_class(text: str) -> int:
     """The class a sentence's core phrase states: the key's class, with
-    contradiction and entailment swapped when a negation word stands right
-    before the key (``not agrees`` is a contradiction); -1 if the key is
+    contradiction and entailment swapped when the scoped negation "not"
+    stands right before the key (``not agrees`` is a contradiction); -1 if the key is
     ambiguous (noise)."""
     ws = text.split()
     for i, w in enumerate(ws):
         if w in _KEY_CLASS:
             c = _KEY_CLASS[w]
-            if c >= 0 and i > 0 and ws[i - 1] in NEGATIONS:
+            if c >= 0 and i > 0 and ws[i - 1] == SCOPED_NEGATION:
                 c = _FLIP[c]
             return c
     raise LLRError(f"synthetic text without a core phrase: {text!r}")
