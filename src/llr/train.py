@@ -218,7 +218,7 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
             from llr.analysis import nc1
 
             h, _ = embed(model, inputs, pool, cfg, device)
-            row["train_nc1"] = nc1(h.astype(np.float64), y_all[pool], int(y_all.max()) + 1)
+            row["train_nc1"] = nc1(h, y_all[pool], model.head.out_features)
         result.log.append(row)
         rate = len(train_pos) / max(row["seconds"], 1e-9)
         eta = (time.time() - t0) / (epoch + 1 - start_epoch) * (cfg.epochs - epoch - 1)
@@ -395,8 +395,8 @@ def run_erm_job(*, dataset: str, metadata: str, split: str, inputs: str, subset:
     if cfg.nc1:
         from llr.analysis import nc1
 
-        metrics["nc1"] = {"train": nc1(emb[pool].astype(np.float64), y[pool], spec.n_classes),
-                          "heldout": nc1(emb[roles == "heldout"].astype(np.float64), y[roles == "heldout"],
+        metrics["nc1"] = {"train": nc1(emb[pool], y[pool], spec.n_classes),
+                          "heldout": nc1(emb[roles == "heldout"], y[roles == "heldout"],
                                          spec.n_classes)}
     with atomic_path(out / "embeddings.npy") as tmp:
         with open(tmp, "wb") as f:
