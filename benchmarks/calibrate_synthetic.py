@@ -99,6 +99,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--pre-epochs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--image-size", type=int, default=24, help="images only: side in pixels")
     ap.add_argument("--scope-rate", type=float, default=None,
                     help="text only: override llr.text.SCOPE_RATE (default: the module's value)")
     a = ap.parse_args()
@@ -113,7 +114,7 @@ def main() -> None:
     params = {"arch": "resnet18-small" if image else "bert-tiny-synth", "epochs": a.epochs,
               "lr": a.lr or (1e-4 if image else 1e-3), "schedule": "cosine" if image else "linear",
               "pre_epochs": a.pre_epochs, "pre_lr": 1e-3, "pretrain_n": 400 if image else 500,
-              "image_size": 24, "noise": 0.08}
+              "image_size": a.image_size, "noise": 0.08}
     for k in a.knob:
         run(a.dataset, k, params, a.seed)
 

@@ -34,7 +34,11 @@ import sys
 import time
 from pathlib import Path
 
+# transformers imports its models lazily: name BERT's modules, or every text
+# job pays their import (5-6 s here) again.
 PRELOAD = ("numpy", "pandas", "scipy.stats", "torch", "torchvision.models", "transformers",
+           "transformers.models.bert.configuration_bert", "transformers.models.bert.modeling_bert",
+           "transformers.models.bert.tokenization_bert",
            "matplotlib.pyplot", "llr.cli", "llr.train", "llr.lastlayer", "llr.analysis", "llr.tables",
            "llr.plots", "llr.text", "llr.images", "llr.datasets", "llr.balancing")
 _HDR = struct.Struct("!I")

@@ -1,7 +1,8 @@
 """Models with one interface (DESIGN section 4): every classifier exposes the
 penultimate embedding ``embed(x)`` and a linear ``head``; ``forward`` is
 ``head(embed(x))``. Architectures: torchvision ResNets (``resnet18``,
-``resnet50``, and ``resnet18-small`` for the synthetic benchmark) and
+``resnet50``, and ``resnet18-small`` for the synthetic benchmark: one
+BasicBlock per stage, convolutions with a 1x1 output as matrix products) and
 transformers BERT (see ``llr.text``).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from llr.errors import LLRError
@@ -42,6 +44,40 @@ class Classifier(nn.Module):
 IMAGENET_WEIGHTS = {"resnet18": "IMAGENET1K_V1", "resnet50": "IMAGENET1K_V2"}
 
 
+class SmallInputConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that computes a convolution with a 1x1 output as the
+    equivalent matrix product.
+
+    With small inputs (the synthetic 24-px images) ResNet's last stage sees
+    1x1 and 2x2 feature maps; each output then depends on one window, so the
+    convolution is ``x[:, :, :a, :b].flatten(1) @ W[:, :, p:p+a, p:p+b].flatten(1).T``
+    (the kernel taps that meet the input; the others only meet zero padding).
+    Same parameters, same outputs and gradients up to float rounding
+    (tests/test_models.py); oneDNN's CPU kernels are slow for such shapes
+    (the 512x512 3x3 convolution on a 1x1 map is half of a training step).
+    Any other shape takes the ordinary convolution."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        if (self.groups == 1 and self.dilation == (1, 1) and self.padding_mode == "zeros"
+                and ph < kh and pw < kw and (h + 2 * ph - kh) // sh == 0 and (w + 2 * pw - kw) // sw == 0):
+            i1, j1 = min(kh, ph + h), min(kw, pw + w)
+            weight = self.weight[:, :, ph:i1, pw:j1].reshape(self.out_channels, -1)
+            flat = x[:, :, :i1 - ph, :j1 - pw].reshape(x.shape[0], -1)
+            return F.linear(flat, weight, self.bias).view(x.shape[0], self.out_channels, 1, 1)
+        return super().forward(x)
+
+
+def use_small_input_convs(net: nn.Module) -> nn.Module:
+    """Switch every plain ``nn.Conv2d`` of ``net`` to ``SmallInputConv2d`` in
+    place (no new parameters; state dicts are unchanged)."""
+    for m in net.modules():
+        if type(m) is nn.Conv2d:
+            m.__class__ = SmallInputConv2d
+    return net
+
+
 def build_resnet(arch: str, n_classes: int, pretrained: bool = False) -> Classifier:
     """torchvision ResNet; ``resnet18-small`` is torchvision's ResNet class with
     one BasicBlock per stage, the synthetic benchmark's small configuration."""
@@ -49,7 +85,7 @@ def build_resnet(arch: str, n_classes: int, pretrained: bool = False) -> Classif
     from torchvision.models.resnet import BasicBlock, ResNet
 
     if arch == "resnet18-small":
-        net = ResNet(BasicBlock, [1, 1, 1, 1])
+        net = use_small_input_convs(ResNet(BasicBlock, [1, 1, 1, 1]))
     elif arch in ("resnet18", "resnet50"):
         weights = None
         if pretrained:

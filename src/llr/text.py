@@ -155,9 +155,9 @@ PRETRAIN_NEGATIONS = NEGATIONS  # ... where every negation word, "not" too, is f
 # Per split, counts of groups 0..5 = (contradiction, entailment, neutral) x
 # (no-negation, negation); MultiNLI's Table 2 shape, scaled down.
 DEFAULT_SIZES: dict[str, tuple[int, ...]] = {
-    "train": (2400, 460, 2800, 40, 2760, 50),
-    "val": (800, 160, 940, 60, 930, 70),
-    "test": (1000, 240, 1200, 100, 1200, 110),
+    "train": (1200, 230, 1400, 20, 1380, 25),
+    "val": (400, 80, 470, 60, 465, 70),
+    "test": (500, 120, 600, 100, 600, 110),
 }
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _PRETRAIN_CODE = 3

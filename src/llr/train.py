@@ -101,6 +101,8 @@ def _loader(inputs, batches, train, seed, cfg: TrainConfig, device):
 def _to(x, device):
     if isinstance(x, dict):
         return {k: v.to(device, non_blocking=True) for k, v in x.items()}
+    if x.dim() == 4:  # image batches in the CNNs' channels_last layout
+        return x.to(device, non_blocking=True, memory_format=torch.channels_last)
     return x.to(device, non_blocking=True)
 
 
@@ -127,12 +129,14 @@ def embed(model, inputs, positions: np.ndarray, cfg: TrainConfig, device) -> tup
 class TrainResult:
     log: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    final: tuple[np.ndarray, np.ndarray] | None = None  # (embeddings, logits) of final_positions
 
 
 def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray, balanced: Balanced,
           cfg: TrainConfig, *, seed: int, n_groups: int, eval_sets: dict[str, np.ndarray] | None = None,
           group_weights: np.ndarray | None = None, resume: str | os.PathLike | None = None,
-          on_epoch: Callable[[int, dict], None] | None = None, progress: bool = True) -> TrainResult:
+          on_epoch: Callable[[int, dict], None] | None = None, progress: bool = True,
+          final_positions: np.ndarray | None = None) -> TrainResult:
     """Train ``model`` on ``pool[balanced.positions]`` for ``cfg.epochs`` epochs.
 
     Every epoch logs the mean training loss and, for each eval set (e.g. val,
@@ -140,11 +144,15 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
     NC1 of the (unaugmented) training pool. With ``resume`` a checkpoint is
     written every ``cfg.checkpoint_every`` epochs and picked up on restart,
     so that a killed run ends with the same metrics as an uninterrupted one.
+    With ``final_positions`` (a superset of the eval sets and, with NC1, of
+    ``pool``) the last epoch's evaluation is one pass over those examples,
+    returned as ``result.final`` = (embeddings, logits) in their order, so
+    the caller's embedding pass and the last log row share the backbone pass.
     """
     device = resolve_device(cfg.device)
     torch.manual_seed(seed)
     model.to(device)
-    if device.type == "cuda" and hasattr(model.backbone, "conv1"):
+    if hasattr(model.backbone, "conv1"):  # CNNs: channels_last (faster on GPUs and in oneDNN on CPUs)
         model.to(memory_format=torch.channels_last)
     train_pos = pool[balanced.positions]
     y_t = torch.as_tensor(np.array(y_all), dtype=torch.long)
@@ -207,18 +215,34 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
                            f"lower the learning rate or check the inputs")
         row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": sched.get_last_lr()[0],
                "seconds": time.time() - te}
-        for name, pos in (eval_sets or {}).items():
-            _, logits = embed(model, inputs, pos, cfg, device)
-            m = evaluate(logits.argmax(1), y_all[pos], g_all[pos], n_groups, group_weights)
+        # One eval-mode pass per epoch over every example the log needs; in
+        # the last epoch over ``final_positions`` too (the caller's embeddings).
+        sets = dict(eval_sets or {})
+        if cfg.nc1:
+            sets["__pool"] = pool
+        if final_positions is not None and epoch + 1 == cfg.epochs:
+            need = np.asarray(final_positions)
+        elif sets:
+            need = np.unique(np.concatenate(list(sets.values())))
+        else:
+            need = np.zeros(0, dtype=np.int64)
+        if len(need):
+            h_all, z_all = embed(model, inputs, need, cfg, device)
+            where = np.full(len(y_all), -1, dtype=np.int64)
+            where[need] = np.arange(len(need))
+            if final_positions is not None and epoch + 1 == cfg.epochs:
+                result.final = (h_all, z_all)
+        for name, pos in sets.items():
+            if name == "__pool":
+                from llr.analysis import nc1
+
+                row["train_nc1"] = nc1(h_all[where[pos]], y_all[pos], model.head.out_features)
+                continue
+            m = evaluate(z_all[where[pos]].argmax(1), y_all[pos], g_all[pos], n_groups, group_weights)
             row[f"{name}_wga"] = m["wga"]
             row[f"{name}_mean_acc"] = m["mean_acc"]
             for g, a in enumerate(m["acc_by_group"]):
                 row[f"{name}_acc_g{g}"] = a
-        if cfg.nc1:
-            from llr.analysis import nc1
-
-            h, _ = embed(model, inputs, pool, cfg, device)
-            row["train_nc1"] = nc1(h, y_all[pool], model.head.out_features)
         result.log.append(row)
         rate = len(train_pos) / max(row["seconds"], 1e-9)
         eta = (time.time() - t0) / (epoch + 1 - start_epoch) * (cfg.epochs - epoch - 1)
@@ -379,10 +403,11 @@ def run_erm_job(*, dataset: str, metadata: str, split: str, inputs: str, subset:
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     res = train(model, src, y, g, pool, balanced, cfg, seed=seed, n_groups=spec.n_groups, eval_sets=eval_sets,
-                group_weights=gw, resume=out / "resume.pt")
-
-    device = resolve_device(cfg.device)
-    emb, logits = embed(model, src, np.arange(len(meta)), cfg, device)
+                group_weights=gw, resume=out / "resume.pt", final_positions=np.arange(len(meta)))
+    if res.final is None:  # every epoch was restored from a checkpoint
+        emb, logits = embed(model, src, np.arange(len(meta)), cfg, resolve_device(cfg.device))
+    else:
+        emb, logits = res.final
     pred = logits.argmax(1)
     metrics = {"dataset": dataset, "seed": seed, "cell": cell, "epochs": cfg.epochs,
                "n_train": int(len(balanced.positions)), "train_seconds": res.seconds,
