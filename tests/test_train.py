@@ -63,13 +63,15 @@ def _tiny(seed=0):
     return ImageInputs(images), y, g, pool, ev
 
 
-def _run(epochs, resume=None, stop_after=None, mode="upsampling"):
+def _run(epochs, resume=None, stop_after=None, mode="upsampling", on_epoch_check=None, **cfg_kw):
     inputs, y, g, pool, ev = _tiny()
     torch.manual_seed(0)
     model = build_model("resnet18-small", 2)
-    cfg = TrainConfig(epochs=epochs, lr=1e-3)
+    cfg = TrainConfig(epochs=epochs, lr=1e-3, **cfg_kw)
 
     def on_epoch(e, row):
+        if on_epoch_check is not None:
+            on_epoch_check(e)
         if stop_after is not None and e == stop_after:
             raise KeyboardInterrupt  # killed after epoch k
 
@@ -98,6 +100,22 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
     assert strip(r_res.log) == strip(r_ref.log)
     for a, b in zip(m_res.state_dict().values(), m_ref.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_checkpoint_min_seconds_skips_early_checkpoints(tmp_path):
+    """Checkpoints follow ``checkpoint_every`` unless ``checkpoint_min_seconds``
+    has not passed since the start (or the last checkpoint)."""
+    ckpt = tmp_path / "resume.pt"
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        _run(3, resume=ckpt, stop_after=2, on_epoch_check=lambda e: seen.append(ckpt.exists()),
+             checkpoint_min_seconds=3600)
+    assert seen == [False, False] and not ckpt.exists()
+    seen.clear()
+    with pytest.raises(KeyboardInterrupt):
+        _run(3, resume=ckpt, stop_after=2, on_epoch_check=lambda e: seen.append(ckpt.exists()),
+             checkpoint_min_seconds=0)
+    assert seen == [False, True] and ckpt.exists()  # written after epoch 1 (on_epoch runs before)
 
 
 def _cli(*args, cwd):

@@ -120,20 +120,24 @@ def test_tiny_run_outputs(tiny_run):
     assert runs["wga"].between(0, 1).all() and runs["acc"].between(0, 1).all()
     n_r = len(cfg["group_ratios"])
     test = runs[runs["role"] == "test"]
-    per_run = test.drop_duplicates(["seed", "erm", "method", "heldout"])
-    assert len(per_run) == len(cfg["seeds"]) * (2 * n_r + n_r * n_r + n_r)
+    run_keys = ["dataset", "seed", "erm", "method", "heldout"]
+    per_run = test.drop_duplicates(run_keys)
+    assert sorted(per_run["dataset"].unique()) == sorted(cfg["datasets"])
+    assert len(per_run) == len(cfg["datasets"]) * len(cfg["seeds"]) * (2 * n_r + n_r * n_r + n_r)
     # WGA is the minimum of the per-group accuracies of the same run.
-    wga = test.groupby(["seed", "erm", "method", "heldout"]).agg(acc=("acc", "min"), wga=("wga", "first"))
+    wga = test.groupby(run_keys).agg(acc=("acc", "min"), wga=("wga", "first"))
     assert (wga["acc"] - wga["wga"]).abs().max() < 1e-12
     pear = pd.read_csv(res / "tables" / "fig4_pearson.csv")
-    assert list(pear["erm_ratio"]) == [float(r) for r in cfg["group_ratios"]]
+    for ds in cfg["datasets"]:
+        assert list(pear.loc[pear["dataset"] == ds, "erm_ratio"]) == [float(r) for r in cfg["group_ratios"]]
     assert pear["pearson_r"].dropna().between(-1, 1).all()
     # Every ERM cell cached its embeddings once, for every example.
     import numpy as np
 
-    meta = pd.read_csv(res / "synth_waterbirds" / "metadata.csv")
-    emb = np.load(res / "synth_waterbirds" / "seed1" / "erm" / "train_ratio1.0_none" / "embeddings.npy")
-    assert emb.shape == (len(meta), 512) and emb.dtype == np.float16
+    for ds, dim in (("synth_waterbirds", 512), ("synth_multinli", 64)):
+        meta = pd.read_csv(res / ds / "metadata.csv")
+        emb = np.load(res / ds / "seed1" / "erm" / "train_ratio1.0_none" / "embeddings.npy")
+        assert emb.shape == (len(meta), dim) and emb.dtype == np.float16
 
 
 def test_plot_edit_reruns_only_the_plot(tiny_run):

@@ -40,6 +40,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA
     nc1: bool = False  # NC1 of the training pool every epoch (Figure 2)
     checkpoint_every: int = 1  # epochs between resume checkpoints (0: never)
+    checkpoint_min_seconds: float = 0.0  # ... and at least this long after the start or the last one
 
 
 def resolve_device(name: str) -> torch.device:
@@ -142,7 +143,9 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
     Every epoch logs the mean training loss and, for each eval set (e.g. val,
     test), per-group accuracy, WGA and mean accuracy; with ``cfg.nc1`` also
     NC1 of the (unaugmented) training pool. With ``resume`` a checkpoint is
-    written every ``cfg.checkpoint_every`` epochs and picked up on restart,
+    written every ``cfg.checkpoint_every`` epochs (skipped while less than
+    ``cfg.checkpoint_min_seconds`` passed since the start or the last one:
+    short runs need none and save the writes) and picked up on restart,
     so that a killed run ends with the same metrics as an uninterrupted one.
     With ``final_positions`` (a superset of the eval sets and, with NC1, of
     ``pool``) the last epoch's evaluation is one pass over those examples,
@@ -187,7 +190,7 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
         result.log = state["log"]
         start_epoch = state["epoch"]
         print(f"resumed from {resume} after epoch {start_epoch}", flush=True)
-    t0 = time.time()
+    t0 = last_checkpoint = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         order = epoch_order(len(train_pos), balanced.sample_weights, order_gen).numpy()
@@ -252,7 +255,7 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
         if on_epoch is not None:
             on_epoch(epoch + 1, row)
         if resume is not None and cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0) \
-                and epoch + 1 < cfg.epochs:
+                and epoch + 1 < cfg.epochs and time.time() - last_checkpoint >= cfg.checkpoint_min_seconds:
             tmp = Path(str(resume) + ".part")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                         "order_gen": order_gen.get_state(), "torch_rng": torch.get_rng_state(),
@@ -260,6 +263,7 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
                         "fingerprint": fingerprint,
                         "log": result.log, "epoch": epoch + 1, "config": asdict(cfg)}, tmp)
             os.replace(tmp, resume)
+            last_checkpoint = time.time()
     result.seconds = time.time() - t0
     return result
 
