@@ -234,3 +234,16 @@ def llr_epochs(wc):
 
 def method_params(wc):
     return json.dumps(config.get("lastlayer", {}).get(wc.method, {}), sort_keys=True)
+
+
+# ---------------------------------------------------------------- scheduler
+onstart:
+    # Snakemake 9's job-rate limiter (--max-jobs-per-timespan, default 100/1s)
+    # re-arms a one-second timer after every scheduling round, and each
+    # finished job starts one more such chain: with the ~500 short jobs of the
+    # embedded default the scheduler ends up re-selecting hundreds of times a
+    # second (a third of a core here, measured with py-spy). The limit guards
+    # cluster submission; local runs go without it (cluster runs keep it).
+    _sched = getattr(workflow, "scheduler", None)
+    if workflow.local_exec and getattr(_sched, "job_rate_limiter", None) is not None:
+        _sched.job_rate_limiter = None
