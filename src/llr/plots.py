@@ -121,8 +121,7 @@ def fig4(inputs: list[str], outputs: list[str], params: dict) -> None:
         d = series[series["dataset"] == ds]
         for i, r in enumerate(ratios):
             l = d[(d["series"] == "LLR") & (d["erm_ratio"] == r)].sort_values("x")
-            rr = pear[(pear["dataset"] == ds) & (pear["erm_ratio"] == r)]["pearson_r"]
-            lab = f"LLR, ERM ratio {r:g} (r={rr.iloc[0]:.2f})" if len(rr) else f"LLR, ERM ratio {r:g}"
+            lab = f"LLR, ERM ratio {r:g}"
             c = cmap(i / max(len(ratios) - 1, 1))
             ax.plot(l["x"], 100 * l["mean"], color=c, lw=1.5, label=lab)
             ax.fill_between(l["x"], 100 * (l["mean"] - l["std"].fillna(0)), 100 * (l["mean"] + l["std"].fillna(0)),
@@ -142,6 +141,11 @@ def fig4(inputs: list[str], outputs: list[str], params: dict) -> None:
         ax.set_ylabel("test worst-group accuracy (%)")
         ax.set_title(DATASET_TITLES.get(ds, ds))
         ax.grid(alpha=0.3)
+        # Each panel's Pearson r (ERM WGA vs LLR WGA, one r per ERM ratio).
+        p = pear[pear["dataset"] == ds]
+        text = "Pearson r by ERM ratio\n" + "\n".join(f"{r:g}: {v:.2f}" for r, v in zip(p["erm_ratio"], p["pearson_r"]))
+        ax.text(0.98, 0.03, text, transform=ax.transAxes, ha="right", va="bottom", fontsize=6.5,
+                bbox=dict(boxstyle="round", fc="white", ec="0.8", alpha=0.85))
     axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.suptitle("LLR on cached embeddings; DFR = LLR on the group-balanced (subsetted) held-out set", fontsize=8,
                  y=-0.04, va="top")
