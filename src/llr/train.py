@@ -223,7 +223,8 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
         sets = dict(eval_sets or {})
         if cfg.nc1:
             sets["__pool"] = pool
-        if final_positions is not None and epoch + 1 == cfg.epochs:
+        final_pass = final_positions is not None and epoch + 1 == cfg.epochs
+        if final_pass:
             need = np.asarray(final_positions)
         elif sets:
             need = np.unique(np.concatenate(list(sets.values())))
@@ -233,7 +234,7 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
             h_all, z_all = embed(model, inputs, need, cfg, device)
             where = np.full(len(y_all), -1, dtype=np.int64)
             where[need] = np.arange(len(need))
-            if final_positions is not None and epoch + 1 == cfg.epochs:
+            if final_pass:
                 result.final = (h_all, z_all)
         for name, pos in sets.items():
             if name == "__pool":
@@ -408,7 +409,7 @@ def run_erm_job(*, dataset: str, metadata: str, split: str, inputs: str, subset:
     out.mkdir(parents=True, exist_ok=True)
     res = train(model, src, y, g, pool, balanced, cfg, seed=seed, n_groups=spec.n_groups, eval_sets=eval_sets,
                 group_weights=gw, resume=out / "resume.pt", final_positions=np.arange(len(meta)))
-    if res.final is None:  # every epoch was restored from a checkpoint
+    if res.final is None:  # guard: train() ran no epoch (checkpoints precede the last one, so not expected)
         emb, logits = embed(model, src, np.arange(len(meta)), cfg, resolve_device(cfg.device))
     else:
         emb, logits = res.final
