@@ -8,7 +8,11 @@ from snakemake.utils import min_version
 min_version("9.20")
 
 
-configfile: os.path.join(workflow.basedir, "config.yaml")
+# The embedded default is loaded only when no --configfile is given: every
+# shipped config stands alone (nothing of config.yaml leaks into paper.yaml).
+if not workflow.config_settings.configfiles:
+
+    configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -219,7 +219,7 @@ def test_cache_second_workflow_trains_nothing(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     env = llr_env(SNAKEMAKE_OUTPUT_CACHE=cache)
-    cell = "results/synth_waterbirds/seed1/erm/train_none"
+    cell = "results/tiny/synth_waterbirds/seed1/erm/train_none"
     outs = ["embeddings.npy", "head.npz", "metrics.json", "log.csv", "model.pt"]
     runs = {}
     for name in ("first", "second"):
@@ -238,7 +238,7 @@ def test_cache_second_workflow_trains_nothing(tmp_path):
     # the second trained nothing: no training output, every output a link into the cache
     for log in ("logs/erm/synth_waterbirds/seed1/train_none.log", "logs/pretrain/synth_waterbirds.log"):
         assert not (second / log).exists() or "epoch" not in (second / log).read_text()
-    for f in [f"{cell}/{o}" for o in outs] + ["results/synth_waterbirds/pretrain/backbone.pt"]:
+    for f in [f"{cell}/{o}" for o in outs] + ["results/tiny/synth_waterbirds/pretrain/backbone.pt"]:
         p = second / f
         assert p.is_symlink() and Path(os.readlink(p)).parent == cache, f
         assert f"Symlinking output file {f} from cache" in runs["second"]

@@ -73,11 +73,13 @@ def test_default_config_dry_run_counts(tmp_path):
     assert counts["erm"] == n_ds * n_seeds * len(erm_cells)
     ll_cells = 0
     if "fig4" in figs:
-        ll_cells += n_r * n_r + n_r  # LLR per (ERM ratio, held-out ratio) + DFR per ERM ratio
+        n_con = len(cfg.get("fig4", {}).get("heldout_constructions", ["subset"]))
+        # LLR per (ERM ratio, held-out ratio, construction) + DFR per ERM ratio
+        ll_cells += n_r * n_r * n_con + n_r
     if "fig5" in figs:
         ll_cells += 4  # llr + three CB-LLR
     if "fig7" in figs:
-        ll_cells += 4  # three DFR + AFR
+        ll_cells += 6  # three DFR + AFR, AFR at gamma 0 and CB-LLR (upweighting) on train_none
     # One lastlayer job per dataset x seed x ERM cell x method x held-out cell.
     assert counts["lastlayer"] == n_ds * n_seeds * ll_cells
     assert counts["split"] == n_ds * n_seeds
@@ -85,7 +87,7 @@ def test_default_config_dry_run_counts(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"sedes": [1]}, "unknown key 'sedes'; allowed: "),
+    ({"sedes": [1]}, "unknown key 'sedes' (did you mean 'seeds'?); allowed: "),
     ({"seeds": ["x"]}, "config: seeds[0] = 'x' is invalid"),
     ({"group_ratios": [0.5, 1.5]}, "config: group_ratios[1] = 1.5 is invalid"),
     ({"device": "tpu"}, "config: device = 'tpu' not allowed; expected one of"),
@@ -111,7 +113,7 @@ def test_tiny_run_outputs(tiny_run):
     import pandas as pd
 
     cfg = yaml.safe_load(TINY.read_text())
-    res = tiny_run / "results"
+    res = tiny_run / "results" / "tiny"
     for fig in cfg["figures"]:
         for ext, magic in (("png", b"\x89PNG"), ("pdf", b"%PDF")):
             f = res / "figures" / f"{fig}.{ext}"
@@ -123,7 +125,8 @@ def test_tiny_run_outputs(tiny_run):
     run_keys = ["dataset", "seed", "erm", "method", "heldout"]
     per_run = test.drop_duplicates(run_keys)
     assert sorted(per_run["dataset"].unique()) == sorted(cfg["datasets"])
-    assert len(per_run) == len(cfg["datasets"]) * len(cfg["seeds"]) * (2 * n_r + n_r * n_r + n_r)
+    n_con = len(cfg["fig4"]["heldout_constructions"])
+    assert len(per_run) == len(cfg["datasets"]) * len(cfg["seeds"]) * (2 * n_r + n_con * n_r * n_r + n_r)
     # WGA is the minimum of the per-group accuracies of the same run.
     wga = test.groupby(run_keys).agg(acc=("acc", "min"), wga=("wga", "first"))
     assert (wga["acc"] - wga["wga"]).abs().max() < 1e-12
@@ -147,7 +150,7 @@ def test_plot_edit_reruns_only_the_plot(tiny_run):
     text, st = plots.read_text(), plots.stat()
     try:
         plots.write_text(text + "\n# restyled\n")
-        res = smk("-n", "results/figures/fig4.png", "--configfile", str(TINY), cwd=tiny_run)
+        res = smk("-n", "results/tiny/figures/fig4.png", "--configfile", str(TINY), cwd=tiny_run)
         assert job_counts(res.stdout + res.stderr) == {"fig4": 1}
         # Restyling retrains nothing anywhere: the whole workflow only redraws.
         res = smk("-n", "all", "--configfile", str(TINY), cwd=tiny_run)
@@ -156,5 +159,173 @@ def test_plot_edit_reruns_only_the_plot(tiny_run):
     finally:
         plots.write_text(text)
         os.utime(plots, ns=(st.st_atime_ns, st.st_mtime_ns))
-    res = smk("-n", "results/figures/fig4.png", "--configfile", str(TINY), cwd=tiny_run)
+    res = smk("-n", "results/tiny/figures/fig4.png", "--configfile", str(TINY), cwd=tiny_run)
     assert "Nothing to be done" in res.stdout + res.stderr
+
+
+# ------------------------------------------------ documented commands, configs
+def _doc_commands() -> list[str]:
+    """Every snakemake command in a code block of README.md and docs/*.md."""
+    cmds = []
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        inside = False
+        for line in doc.read_text().splitlines():
+            if line.strip().startswith("```"):
+                inside = not inside
+                continue
+            cmd = line.split("  #")[0].strip()
+            if inside and re.match(r"^([A-Z_]+=\S+ )*snakemake ", cmd) and "..." not in cmd:
+                cmds.append(cmd)
+    return cmds
+
+
+def test_docs_show_commands():
+    cmds = _doc_commands()
+    assert any("workflow/configs/paper.yaml" in c for c in cmds) and len(cmds) >= 8, cmds
+
+
+@pytest.mark.parametrize("cmd", _doc_commands())
+def test_documented_command_runs(cmd):
+    """Each documented command, as written, plans its jobs (dry run) from the
+    repository root: no target swallowed by --configfile, no missing profile."""
+    for prof in ("local", "local-gpu", "slurm"):
+        link = REPO / prof
+        if not link.exists():
+            link.symlink_to(Path("profiles") / prof)
+    env = snakemake_env()
+    env.pop("LLR_DATA_ROOT", None)
+    res = subprocess.run(["bash", "-c", cmd if " -n " in f"{cmd} " else f"{cmd} -n"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert "This was a dry-run" in out or "Nothing to be done" in out, out[-2000:]
+
+
+def _dry(cfg_path: Path, cwd: Path, *extra: str) -> str:
+    res = smk("-n", "-p", "all", "--configfile", str(cfg_path), *extra, cwd=cwd)
+    return res.stdout + res.stderr
+
+
+def test_paper_config_stands_alone_with_paper_parameters(tmp_path):
+    """paper.yaml inherits nothing from config.yaml: LLR trains as many
+    epochs as ERM (paper B.2), Figure 3 10x that, Section 2 runs ResNet-18 /
+    BERT-Tiny cells, Figure 2 3x the standard epochs, results in results/paper."""
+    out = _dry(REPO / "workflow" / "configs" / "paper.yaml", tmp_path)
+    lines = out.splitlines()
+    ll = [l for l in lines if "-m llr lastlayer" in l and "/waterbirds/" in l and "/llr/" in l]
+    assert ll and all("--epochs 100" in l and "--params '{}'" in l for l in ll)
+    svm = [l for l in lines if "-m llr svm" in l]
+    assert {re.search(r"--epochs (\d+)", l)[1] for l in svm if "--dataset waterbirds" in l} == {"1000"}
+    assert {re.search(r"--epochs (\d+)", l)[1] for l in svm if "--dataset celeba" in l} == {"200"}
+    assert all("erm/train_none_arch-resnet18/embeddings.npy" in l or "erm/train_none_arch-bert-tiny/" in l
+               for l in svm)
+    erm = [l for l in lines if "-m llr erm" in l]
+    assert all(" --outdir results/paper/" in l for l in erm)
+    long_wb = [l for l in erm if "train_none_long_arch-resnet18" in l and "--dataset waterbirds" in l]
+    assert long_wb and all('"epochs": 300' in l and '"arch": "resnet18"' in l for l in long_wb)
+    tiny = [l for l in erm if "--cell train_none_arch-bert-tiny" in l and "--dataset multinli" in l]
+    assert tiny and all('"model_path": "prajjwal1/bert-tiny"' in l and '"epochs": 20' in l for l in tiny)
+    std = [l for l in erm if "--cell train_none " in l and "--dataset celeba" in l]
+    assert std and all('"arch": "resnet50"' in l for l in std)
+
+
+def test_results_folder_per_config(tmp_path):
+    tiny = _dry(TINY, tmp_path)
+    outs = re.findall(r"--out(?:dir)? (\S+)", tiny)
+    assert outs and all(o.startswith("results/tiny/") for o in outs)
+    default = _dry(REPO / "config.yaml", tmp_path)
+    outs = re.findall(r"--out(?:dir)? (\S+)", default)
+    assert outs and all(o.startswith("results/") and not o.startswith("results/tiny") for o in outs)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"lastlayer": {"dfr_subseting": {}}}, "unknown last-layer method 'dfr_subseting'"),
+    ({"lastlayer": {"llr": {"epoch": 5}}}, "'epoch'"),
+    ({"lastlayer": {"llr": {"epochs": 0}}}, "epochs"),
+    ({"lastlayer": {"llr": {"lr": "abc"}}}, "lr"),
+    ({"lastlayer": {"llr": {"lr": "1e-3"}}}, "1.0e-3"),
+    ({"erm": {"synth_waterbirds": {"arch": "resnet18-small", "epochs": 1, "lr": 1.0e-3, "lrr": 1}}},
+     "unknown key 'lrr' under erm.synth_waterbirds (did you mean 'lr'?)"),
+    ({"erm": {"synth_waterbird": {"arch": "x", "epochs": 1, "lr": 1.0}}}, "unknown key 'synth_waterbird' under erm"),
+    ({"lastlayr": {}}, "unknown key 'lastlayr' (did you mean 'lastlayer'?)"),
+])
+def test_config_typos_name_the_right_key(tmp_path, override, message):
+    cfg = yaml.safe_load(TINY.read_text())
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict) and k == "erm":
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    res = smk("-n", "all", "--configfile", str(p), cwd=tmp_path, check=False)
+    lines = [l for l in (res.stdout + res.stderr).splitlines() if l.startswith("llr: error:")]
+    assert res.returncode != 0 and len(lines) == 1 and message in lines[0], res.stdout + res.stderr
+
+
+def test_numbers_from_the_command_line(tmp_path):
+    """--config passes numbers as strings: seeds and group ratios accept them."""
+    out = _dry(TINY, tmp_path, "--config", "seeds=[1,2]", "group_ratios=[0.5,1.0]")
+    assert "seed2/erm/train_ratio0.5_none" in out and "ratio0.2" not in out
+
+
+def test_erm_setting_invalidates_only_erm_jobs(tiny_run, tmp_path):
+    """Changing one ERM learning rate reruns that dataset's ERM jobs and what
+    reads them, never prepare, split, subset or pretrain."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["erm"]["synth_waterbirds"]["lr"] = 2.0e-4
+    p = tmp_path / "lr.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    res = smk("-n", "all", "--configfile", str(p), cwd=tiny_run)
+    counts = job_counts(res.stdout + res.stderr)
+    assert counts.get("erm", 0) > 0
+    assert not set(counts) & {"prepare_synthetic", "prepare_synthetic_text", "split", "subset", "pretrain"}
+    assert "synth_multinli/seed1/erm" not in res.stdout + res.stderr
+
+
+def test_report_zip_after_run(tiny_run):
+    res = smk("--report", "results/tiny/report.zip", "--configfile", str(TINY), cwd=tiny_run)
+    assert (tiny_run / "results" / "tiny" / "report.zip").stat().st_size > 10_000, res.stderr[-2000:]
+
+
+def test_local_gpu_profile_without_cuda_stops_at_once(tmp_path):
+    """--profile local-gpu on a machine without CUDA: one line pointing at
+    --profile local, before any job, nothing written."""
+    from llr.gpu import cuda_available
+
+    if cuda_available():
+        pytest.skip("this machine has CUDA")
+    res = smk("--profile", str(REPO / "profiles" / "local-gpu"), "all", "--configfile", str(TINY), cwd=tmp_path,
+              check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    lines = [l for l in out.splitlines() if l.startswith("llr: error:")]
+    assert len(lines) == 1 and "--profile local" in lines[0], out[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_real_data_all_datasets_at_once(tmp_path):
+    """Every configured real dataset's problem is reported before any job."""
+    cfg = yaml.safe_load((REPO / "workflow" / "configs" / "paper.yaml").read_text())
+    cfg.update(device="cpu", data_root=str(tmp_path / "nodata"), seeds=[1])
+    (tmp_path / "nodata").mkdir()
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    res = smk("--cores", "1", "all", "--configfile", str(p), cwd=tmp_path, check=False)
+    out = res.stdout + res.stderr
+    lines = [l for l in out.splitlines() if l.startswith("llr: error:")]
+    assert res.returncode != 0
+    assert [l.split(":")[2].strip() for l in lines] == ["waterbirds", "celeba", "civilcomments", "multinli"], out
+    assert not (tmp_path / "results").exists()
+
+
+def test_snakemake_internals_the_hooks_use():
+    """The onstart hook drops the job-rate limiter and fixes the cache's file
+    modes through Snakemake attributes; fail loudly if an upgrade removes them."""
+    from snakemake.caching.local import OutputFileCache
+    from snakemake.scheduling.job_scheduler import JobScheduler
+    import inspect
+
+    assert "job_rate_limiter" in inspect.getsource(JobScheduler)
+    assert "file_permissions" in inspect.getsource(OutputFileCache.__init__)
+    assert "dir_permissions" in inspect.getsource(OutputFileCache.__init__)

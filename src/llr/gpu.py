@@ -153,3 +153,12 @@ def claim_for(device: str | None) -> str | None:
     if not wants_gpu(device):
         return None
     return claim()
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a usable CUDA device here (imports torch)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available() and torch.cuda.device_count() > 0)

@@ -1,18 +1,19 @@
-# Analyses on cached embeddings of the standard ERM cell (train_none):
-# SVM convergence (Figure 3) and margins of LLR heads (Table 1).
+# Analyses on cached embeddings of the section-2 ERM cell (train_none, with
+# the section-2 architecture where the config names one): SVM convergence
+# (Figure 3) and margins of LLR heads (Table 1).
 
 
 rule svm_convergence:
     input:
-        emb="results/{dataset}/seed{seed}/erm/train_none/embeddings.npy",
-        meta="results/{dataset}/metadata.csv",
-        split="results/{dataset}/seed{seed}/split.csv",
+        emb=analysis_emb,
+        meta=res("{dataset}/metadata.csv"),
+        split=res("{dataset}/seed{seed}/split.csv"),
     output:
-        "results/{dataset}/seed{seed}/analysis/svm_convergence.csv",
+        res("{dataset}/seed{seed}/analysis/svm_convergence.csv"),
     params:
         epochs=lambda wc: 10 * llr_epochs(wc),
     log:
-        "logs/analysis/{dataset}/seed{seed}/svm_convergence.log",
+        logp("analysis/{dataset}/seed{seed}/svm_convergence.log"),
     conda:
         "../../envs/llr.yaml"
     shell:
@@ -22,16 +23,16 @@ rule svm_convergence:
 
 rule margins:
     input:
-        emb="results/{dataset}/seed{seed}/erm/train_none/embeddings.npy",
-        meta="results/{dataset}/metadata.csv",
-        split="results/{dataset}/seed{seed}/split.csv",
+        emb=analysis_emb,
+        meta=res("{dataset}/metadata.csv"),
+        split=res("{dataset}/seed{seed}/split.csv"),
     output:
-        "results/{dataset}/seed{seed}/analysis/margins.csv",
+        res("{dataset}/seed{seed}/analysis/margins.csv"),
     params:
         epochs=llr_epochs,
         checkpoints=config.get("margins", {}).get("checkpoints", 10),
     log:
-        "logs/analysis/{dataset}/seed{seed}/margins.log",
+        logp("analysis/{dataset}/seed{seed}/margins.log"),
     conda:
         "../../envs/llr.yaml"
     shell:

@@ -1,30 +1,23 @@
 # Dataset preparation, held-out carving and group-ratio subsets.
 
-# Between-workflow output cache of the training rules (pretrain, erm): on with
-# `--cache pretrain erm` and $SNAKEMAKE_OUTPUT_CACHE (docs/cluster.md). The
-# cache key hashes a rule's params, its source inputs and its upstream steps,
-# not its wildcards: a cached rule's params must name its cell. Snakemake
-# refuses a benchmark on a cached rule, so a cached rule runs without one.
-def cache_if_asked(rule):
-    asked = workflow.workflow_settings.cache
-    return "omit-software" if asked is not None and (not asked or rule in asked) else False
 
+def _synthetic(modality):
+    from llr.data import DATASETS as _SPECS
 
-def no_benchmark_when_cached(proxy):
-    if proxy.rule.cache and proxy.rule.cache.output:
-        proxy.rule._benchmark = None
+    names = [n for n, sp in _SPECS.items() if sp.synthetic and sp.modality == modality]
+    return _alt(names)
 
 
 rule prepare_synthetic:
     output:
-        meta="results/{dataset}/metadata.csv",
-        inputs="results/{dataset}/inputs.npy",
+        meta=res("{dataset}/metadata.csv"),
+        inputs=res("{dataset}/inputs.npy"),
     wildcard_constraints:
-        dataset="synth_waterbirds",
+        dataset=_synthetic("image"),
     params:
-        p=lambda wc: dataset_params(wc.dataset),
+        p=lambda wc: prepare_params(wc.dataset),
     log:
-        "logs/prepare/{dataset}.log",
+        logp("prepare/{dataset}.log"),
     conda:
         "../../envs/llr.yaml"
     shell:
@@ -34,14 +27,14 @@ rule prepare_synthetic:
 
 rule prepare_synthetic_text:
     output:
-        meta="results/{dataset}/metadata.csv",
-        inputs="results/{dataset}/tokens.npz",
+        meta=res("{dataset}/metadata.csv"),
+        inputs=res("{dataset}/tokens.npz"),
     wildcard_constraints:
-        dataset="synth_multinli",
+        dataset=_synthetic("text"),
     params:
-        p=lambda wc: dataset_params(wc.dataset),
+        p=lambda wc: prepare_params(wc.dataset),
     log:
-        "logs/prepare/{dataset}.log",
+        logp("prepare/{dataset}.log"),
     conda:
         "../../envs/llr.yaml"
     shell:
@@ -51,13 +44,13 @@ rule prepare_synthetic_text:
 
 rule prepare_real:
     output:
-        "results/{dataset}/metadata.csv",
+        res("{dataset}/metadata.csv"),
     wildcard_constraints:
         dataset="waterbirds|celeba|civilcomments|multinli",
     params:
         root=DATA_ROOT,
     log:
-        "logs/prepare/{dataset}.log",
+        logp("prepare/{dataset}.log"),
     conda:
         "../../envs/llr.yaml"
     shell:
@@ -67,19 +60,19 @@ rule prepare_real:
 
 rule inputs_real:
     input:
-        "results/{dataset}/metadata.csv",
+        res("{dataset}/metadata.csv"),
     output:
-        "results/{dataset}/{kind}",
+        res("{dataset}/{kind}"),
     wildcard_constraints:
         dataset="waterbirds|celeba|civilcomments|multinli",
         kind="inputs.npy|tokens.npz",
     params:
         root=DATA_ROOT,
-        p=lambda wc: json.dumps(config["erm"][wc.dataset], sort_keys=True),
+        p=lambda wc: inputs_params(wc.dataset),
     log:
-        "logs/inputs/{dataset}_{kind}.log",
+        logp("inputs/{dataset}_{kind}.log"),
     benchmark:
-        "benchmarks/out/inputs/{dataset}_{kind}.tsv"
+        bench("inputs/{dataset}_{kind}.tsv")
     conda:
         "../../envs/llr.yaml"
     shell:
@@ -89,20 +82,20 @@ rule inputs_real:
 
 rule pretrain:
     output:
-        "results/{dataset}/pretrain/backbone.pt",
+        res("{dataset}/pretrain/backbone.pt"),
     wildcard_constraints:
-        dataset="synth_waterbirds|synth_multinli",
+        dataset=_synthetic("image") + "|" + _synthetic("text"),
     params:
-        p=lambda wc: dataset_params(wc.dataset),
-        log_csv="results/{dataset}/pretrain/log.csv",
+        p=lambda wc: pretrain_params(wc.dataset),
+        log_csv=res("{dataset}/pretrain/log.csv"),
     threads: config["threads"]
     resources:
         gpu=1 if config["device"] != "cpu" else 0,
     cache: cache_if_asked("pretrain")
     log:
-        "logs/pretrain/{dataset}.log",
+        logp("pretrain/{dataset}.log"),
     benchmark:
-        "benchmarks/out/pretrain/{dataset}.tsv"
+        bench("pretrain/{dataset}.tsv")
     conda:
         "../../envs/llr.yaml"
     shell:
@@ -115,11 +108,11 @@ no_benchmark_when_cached(rules.pretrain)
 
 rule split:
     input:
-        "results/{dataset}/metadata.csv",
+        res("{dataset}/metadata.csv"),
     output:
-        "results/{dataset}/seed{seed}/split.csv",
+        res("{dataset}/seed{seed}/split.csv"),
     log:
-        "logs/split/{dataset}/seed{seed}.log",
+        logp("split/{dataset}/seed{seed}.log"),
     conda:
         "../../envs/llr.yaml"
     shell:
@@ -129,12 +122,12 @@ rule split:
 
 rule subset:
     input:
-        meta="results/{dataset}/metadata.csv",
-        split="results/{dataset}/seed{seed}/split.csv",
+        meta=res("{dataset}/metadata.csv"),
+        split=res("{dataset}/seed{seed}/split.csv"),
     output:
-        "results/{dataset}/seed{seed}/subsets/{role}_ratio{ratio}.csv",
+        res("{dataset}/seed{seed}/subsets/{role}_ratio{ratio}.csv"),
     log:
-        "logs/subset/{dataset}/seed{seed}/{role}_ratio{ratio}.log",
+        logp("subset/{dataset}/seed{seed}/{role}_ratio{ratio}.log"),
     conda:
         "../../envs/llr.yaml"
     shell:

@@ -1,21 +1,21 @@
 # ERM finetuning, one job per dataset x seed x ERM cell. The job's final
 # evaluation pass writes the penultimate embeddings of every example, so the
-# backbone runs over the data once per cell (DESIGN section 6).
+# backbone runs over the data once per cell.
 
 
 rule erm:
     input:
-        meta="results/{dataset}/metadata.csv",
-        split="results/{dataset}/seed{seed}/split.csv",
+        meta=res("{dataset}/metadata.csv"),
+        split=res("{dataset}/seed{seed}/split.csv"),
         inputs=inputs_file,
         subset=erm_subset,
         pretrained=pretrained_file,
     output:
-        embeddings="results/{dataset}/seed{seed}/erm/{erm}/embeddings.npy",
-        head="results/{dataset}/seed{seed}/erm/{erm}/head.npz",
-        metrics="results/{dataset}/seed{seed}/erm/{erm}/metrics.json",
-        log_csv="results/{dataset}/seed{seed}/erm/{erm}/log.csv",
-        model="results/{dataset}/seed{seed}/erm/{erm}/model.pt",
+        embeddings=res("{dataset}/seed{seed}/erm/{erm}/embeddings.npy"),
+        head=res("{dataset}/seed{seed}/erm/{erm}/head.npz"),
+        metrics=res("{dataset}/seed{seed}/erm/{erm}/metrics.json"),
+        log_csv=res("{dataset}/seed{seed}/erm/{erm}/log.csv"),
+        model=res("{dataset}/seed{seed}/erm/{erm}/model.pt"),
     params:
         p=erm_params,
         subset=lambda wc, input: f"--subset {input.subset}" if input.subset else "",
@@ -24,11 +24,11 @@ rule erm:
     threads: config["threads"]
     resources:
         gpu=1 if config["device"] != "cpu" else 0,
-    cache: cache_if_asked("erm")  # the key includes params.outdir, naming the cell (data.smk)
+    cache: cache_if_asked("erm")  # the key includes params.outdir (the cell) and the code hash
     log:
-        "logs/erm/{dataset}/seed{seed}/{erm}.log",
+        logp("erm/{dataset}/seed{seed}/{erm}.log"),
     benchmark:
-        "benchmarks/out/erm/{dataset}/seed{seed}/{erm}.tsv"
+        bench("erm/{dataset}/seed{seed}/{erm}.tsv")
     conda:
         "../../envs/llr.yaml"
     shell:

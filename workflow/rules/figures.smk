@@ -7,11 +7,11 @@ rule collect:
     input:
         lambda wc: figure_runs(wc.fig),
     output:
-        "results/tables/{fig}_runs.csv",
+        res("tables/{fig}_runs.csv"),
     wildcard_constraints:
         fig="fig[457]",
     log:
-        "logs/collect/{fig}_runs.log",
+        logp("collect/{fig}_runs.log"),
     conda:
         "../../envs/llr.yaml"
     shell:
@@ -22,11 +22,11 @@ rule collect_logs:
     input:
         lambda wc: figure_logs(wc.fig),
     output:
-        "results/tables/{fig}_epochs.csv",
+        res("tables/{fig}_epochs.csv"),
     wildcard_constraints:
         fig="fig[26]",
     log:
-        "logs/collect/{fig}_epochs.log",
+        logp("collect/{fig}_epochs.log"),
     conda:
         "../../envs/llr.yaml"
     shell:
@@ -37,46 +37,70 @@ rule collect_analysis:
     input:
         lambda wc: analysis_files({"fig3_svm": "svm_convergence", "table1_margins": "margins"}[wc.name]),
     output:
-        "results/tables/{name}.csv",
+        res("tables/{name}.csv"),
     wildcard_constraints:
         name="fig3_svm|table1_margins",
     log:
-        "logs/collect/{name}.log",
+        logp("collect/{name}.log"),
     conda:
         "../../envs/llr.yaml"
     shell:
         "{PY} collect --kind analysis --out {output} {input} > {log} 2>&1"
 
 
-rule figure:
+# One rule per figure (a caption per file: `snakemake --report` reads
+# captions from workflow/report/<figure>.rst and cannot take a wildcard there).
+for _fig in ("fig2", "fig3", "fig5", "fig6", "fig7"):
+
+    rule:
+        name:
+            f"figure_{_fig}"
+        input:
+            data=FIGURE_DATA[_fig],
+            code=os.path.join(SRC, "plots.py"),
+        output:
+            png=report(res(f"figures/{_fig}.png"), caption=f"../report/{_fig}.rst", category="Figures"),
+            pdf=res(f"figures/{_fig}.pdf"),
+        params:
+            fig=_fig,
+            p=figure_params(_fig),
+        log:
+            logp(f"figures/{_fig}.log"),
+        conda:
+            "../../envs/llr.yaml"
+        shell:
+            "{PY} plot {params.fig} --inputs {input.data} --out {output.png} {output.pdf} "
+            "--params '{params.p}' > {log} 2>&1"
+
+
+rule fig4:
     input:
-        data=lambda wc: FIGURE_DATA[wc.fig],
+        runs=res("tables/fig4_runs.csv"),
         code=os.path.join(SRC, "plots.py"),
     output:
-        png=report("results/figures/{fig}.png", caption="../report/{fig}.rst", category="Figures"),
-        pdf="results/figures/{fig}.pdf",
-    wildcard_constraints:
-        fig="fig[23567]",
+        png=report(res("figures/fig4.png"), caption="../report/fig4.rst", category="Figures"),
+        pdf=res("figures/fig4.pdf"),
+        pearson=report(res("tables/fig4_pearson.csv"), caption="../report/fig4_pearson.rst", category="Tables"),
     params:
-        p=lambda wc: figure_params(wc.fig),
+        p=json.dumps({"ratios": [float(r) for r in RATIOS]}),
     log:
-        "logs/figures/{fig}.log",
+        logp("figures/fig4.log"),
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} plot {wildcards.fig} --inputs {input.data} --out {output.png} {output.pdf} "
+        "{PY} plot fig4 --inputs {input.runs} --out {output.png} {output.pdf} {output.pearson} "
         "--params '{params.p}' > {log} 2>&1"
 
 
 rule table1:
     input:
-        data="results/tables/table1_margins.csv",
+        data=res("tables/table1_margins.csv"),
         code=os.path.join(SRC, "plots.py"),
     output:
-        csv=report("results/tables/table1.csv", caption="../report/table1.rst", category="Tables"),
-        md="results/tables/table1.md",
+        csv=report(res("tables/table1.csv"), caption="../report/table1.rst", category="Tables"),
+        md=res("tables/table1.md"),
     log:
-        "logs/tables/table1.log",
+        logp("tables/table1.log"),
     conda:
         "../../envs/llr.yaml"
     shell:
@@ -85,12 +109,12 @@ rule table1:
 
 rule table2:
     input:
-        expand("results/{dataset}/metadata.csv", dataset=DATASETS),
+        expand(res("{dataset}/metadata.csv"), dataset=DATASETS),
     output:
-        csv=report("results/tables/table2.csv", caption="../report/table2.rst", category="Tables"),
-        md="results/tables/table2.md",
+        csv=report(res("tables/table2.csv"), caption="../report/table2.rst", category="Tables"),
+        md=res("tables/table2.md"),
     log:
-        "logs/tables/table2.log",
+        logp("tables/table2.log"),
     conda:
         "../../envs/llr.yaml"
     shell:
@@ -102,13 +126,15 @@ rule paper_comparison:
         data=comparison_inputs(),
         code=os.path.join(SRC, "plots.py"),
     output:
-        report("results/tables/paper_comparison.csv", caption="../report/paper_comparison.rst", category="Tables"),
+        report(res("tables/paper_comparison.csv"), caption="../report/paper_comparison.rst", category="Tables"),
+    params:
+        p=json.dumps({"standard_epochs": standard_epochs()}),
     log:
-        "logs/tables/paper_comparison.log",
+        logp("tables/paper_comparison.log"),
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} plot paper_comparison --inputs {input.data} --out {output} > {log} 2>&1"
+        "{PY} plot paper_comparison --inputs {input.data} --out {output} --params '{params.p}' > {log} 2>&1"
 
 
 rule report:
@@ -116,29 +142,10 @@ rule report:
         data=report_inputs(),
         code=os.path.join(SRC, "report.py"),
     output:
-        "results/report.html",
+        res("report.html"),
     log:
-        "logs/report.log",
+        logp("report.log"),
     conda:
         "../../envs/llr.yaml"
     shell:
         "{PY} plot report --inputs {input.data} --out {output} > {log} 2>&1"
-
-
-rule fig4:
-    input:
-        runs="results/tables/fig4_runs.csv",
-        code=os.path.join(SRC, "plots.py"),
-    output:
-        png=report("results/figures/fig4.png", caption="../report/fig4.rst", category="Figures"),
-        pdf="results/figures/fig4.pdf",
-        pearson="results/tables/fig4_pearson.csv",
-    params:
-        p=json.dumps({"ratios": [float(r) for r in RATIOS]}),
-    log:
-        "logs/figures/fig4.log",
-    conda:
-        "../../envs/llr.yaml"
-    shell:
-        "{PY} plot fig4 --inputs {input.runs} --out {output.png} {output.pdf} {output.pearson} "
-        "--params '{params.p}' > {log} 2>&1"
