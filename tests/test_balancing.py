@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llr.balancing import (ErmCell, balance, group_ratio_subset, group_ratio_targets, heldout_split,
-                           inverse_frequency, rng_for)
+from llr.balancing import (ErmCell, balance, effective_group_ratio, group_ratio_sampling_weights,
+                           group_ratio_subset, group_ratio_targets, heldout_split, inverse_frequency,
+                           rng_for, upweights)
 from llr.data import get_spec, standardize
 from llr.errors import LLRError
 
@@ -114,13 +115,145 @@ def test_balance_modes():
     mass = np.bincount(labels, weights=up.sample_weights)
     assert np.allclose(mass, 1 / 3) and np.isclose(up.sample_weights.sum(), 1)
     uw = balance(labels, "upweighting", np.random.default_rng(0))
-    assert np.isclose(uw.loss_weights.mean(), 1.0)
-    assert np.allclose(np.bincount(labels, weights=uw.loss_weights), 100 / 3)
+    # n_max / n_c: the largest label keeps weight 1 (the authors' class weights)
+    assert uw.loss_weights[[0, 60, 90]].tolist() == [1.0, 2.0, 6.0]
+    assert np.array_equal(uw.loss_weights, np.repeat([1.0, 2.0, 6.0], [60, 30, 10]))
+    assert np.allclose(np.bincount(labels, weights=uw.loss_weights), 60)
     assert np.allclose(inverse_frequency(labels)[[0, 60, 90]], [100 / 180, 100 / 90, 100 / 30])
     none = balance(labels, "none", None)
     assert none.sample_weights is None and none.loss_weights is None and len(none.positions) == 100
     with pytest.raises(LLRError, match="balancing mode"):
         balance(labels, "oversample", None)
+
+
+def test_upweights_match_authors_class_weights():
+    # Waterbirds train: landbird 3498 + 184, waterbird 56 + 1057 -> [1, 3.31];
+    # CelebA: non-blond 71629 + 66874, blond 22880 + 1387 -> [1, 5.71]
+    wb = upweights(np.repeat([0, 1], [3498 + 184, 56 + 1057]))
+    assert wb[0] == 1.0 and round(wb[-1], 2) == 3.31
+    ce = upweights(np.repeat([0, 1], [71629 + 66874, 22880 + 1387]))
+    assert ce[0] == 1.0 and round(ce[-1], 2) == 5.71
+    assert upweights(np.array([2, 2, 0])).tolist() == [1.0, 1.0, 2.0]
+
+
+# groups [g0, g1 | g2, g3] = [10, 4 | 3, 9]: majority g0 and g3
+G = np.repeat([0, 1, 2, 3], [10, 4, 3, 9])
+Y = G // 2
+
+
+def test_effective_group_ratio_unweighted_and_subset():
+    assert effective_group_ratio(Y, G, None, WB) == pytest.approx((4 / 10 + 3 / 9) / 2)
+    assert effective_group_ratio(Y, G, np.ones(len(G)), WB) == pytest.approx((4 / 10 + 3 / 9) / 2)
+    # subset membership: keep 5 of g0, all 4 of g1, all 3 of g2, 6 of g3
+    keep = np.concatenate([np.arange(5), np.arange(10, 14), np.arange(14, 17), np.arange(17, 23)])
+    w = np.zeros(len(G))
+    w[keep] = 1
+    assert effective_group_ratio(Y, G, w, WB) == pytest.approx((4 / 5 + 3 / 6) / 2)
+
+
+def test_effective_group_ratio_upsampled_and_upweighted():
+    rng = np.random.default_rng(0)
+    # group-balanced upsampling or upweighting: every group the same mass
+    assert effective_group_ratio(Y, G, balance(G, "upsampling", rng).sample_weights, WB) == pytest.approx(1.0)
+    assert effective_group_ratio(Y, G, balance(G, "upweighting", rng).loss_weights, WB) == pytest.approx(1.0)
+    # class balancing scales whole classes: the ratio is unchanged
+    for mode in ("upsampling", "upweighting"):
+        b = balance(Y, mode, rng)
+        w = b.sample_weights if b.sample_weights is not None else b.loss_weights
+        assert effective_group_ratio(Y, G, w, WB) == pytest.approx((4 / 10 + 3 / 9) / 2)
+    # hand weights: g1 examples weigh 2, g2 examples 0.5
+    w = np.where(G == 1, 2.0, np.where(G == 2, 0.5, 1.0))
+    assert effective_group_ratio(Y, G, w, WB) == pytest.approx((8 / 10 + 1.5 / 9) / 2)
+
+
+def test_effective_group_ratio_afr_weights():
+    """AFR's weights exp(-gamma p): class 0 = two g0 points with ERM
+    probability 0.9 of the true class and one g1 point with 0.2; class 1 =
+    one g2 point with 0.3 and two g3 points with 0.8; gamma = 2."""
+    from llr.lastlayer import afr_weights
+
+    g = np.array([0, 0, 1, 2, 3, 3])
+    y = g // 2
+    p_true = np.array([0.9, 0.9, 0.2, 0.3, 0.8, 0.8])
+    p1 = np.where(y == 1, p_true, 1 - p_true)
+    logits = np.stack([np.zeros(6), np.log(p1 / (1 - p1))], axis=1)
+    hand = (np.exp(-2 * 0.2) / (2 * np.exp(-2 * 0.9)) + np.exp(-2 * 0.3) / (2 * np.exp(-2 * 0.8))) / 2
+    assert hand == pytest.approx((np.exp(1.4) + np.exp(1.0)) / 4)
+    for bal in (True, False):
+        assert effective_group_ratio(y, g, afr_weights(logits, y, 2.0, bal), WB) == pytest.approx(hand)
+    assert effective_group_ratio(y, g, afr_weights(logits, y, 0.0), WB) == pytest.approx(0.5)
+
+
+def test_effective_group_ratio_which_classes_count():
+    # CelebA declares its non-blond class balanced: only the blond class counts
+    g = np.repeat([0, 1, 2, 3], [5, 4, 6, 2])
+    assert effective_group_ratio(g // 2, g, None, CELEBA) == pytest.approx(2 / 6)
+    # a class without minority examples is left out
+    g = np.repeat([0, 2, 3], [5, 3, 6])
+    assert effective_group_ratio(g // 2, g, None, WB) == pytest.approx(3 / 6)
+    # majority by unweighted count even when the weights reverse the masses
+    g = np.repeat([0, 1, 2, 3], [4, 2, 2, 4])
+    w = np.where(g == 1, 4.0, 1.0)
+    assert effective_group_ratio(g // 2, g, w, WB) == pytest.approx((8 / 4 + 2 / 4) / 2)
+    # MultiNLI: three classes
+    g = np.repeat(np.arange(6), [10, 2, 8, 4, 5, 5])
+    assert effective_group_ratio(g // 2, g, None, MNLI) == pytest.approx((2 / 10 + 4 / 8 + 5 / 5) / 3)
+    assert np.isnan(effective_group_ratio(np.array([0, 0]), np.array([0, 0]), None, WB))
+    with pytest.raises(LLRError, match="weights have shape"):
+        effective_group_ratio(Y, G, np.ones(3), WB)
+    with pytest.raises(LLRError, match="group // 2 = class"):
+        effective_group_ratio(np.zeros(len(G), int), G, None, WB)
+
+
+def test_group_ratio_sampling_weights_hand_values():
+    # authors' sampler (class-balanced), r = 0.5: class masses 1/2; in each class
+    # majority 2/3 and minority 1/3 of it -> per example g0 1/30, g1 1/24, g2 1/18, g3 1/27
+    w = group_ratio_sampling_weights(Y, G, 0.5, WB)
+    np.testing.assert_allclose(w, np.array([1 / 30, 1 / 24, 1 / 18, 1 / 27])[G], rtol=1e-12)
+    assert w.sum() == pytest.approx(1.0)
+    # majority keeps its count share: majority examples weigh 1, minority r * n_maj / n_min
+    w = group_ratio_sampling_weights(Y, G, 0.5, WB, balance_classes=False)
+    raw = np.array([1.0, 0.5 * 10 / 4, 0.5 * 9 / 3, 1.0])[G]
+    np.testing.assert_allclose(w, raw / raw.sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("r", [0.05, 0.2, 0.37, 1.0])
+@pytest.mark.parametrize("balance_classes", [True, False])
+def test_group_ratio_sampling_reaches_ratio(r, balance_classes):
+    rng = np.random.default_rng(4)
+    for spec, p in ((WB, [0.6, 0.05, 0.05, 0.3]), (CELEBA, [0.4, 0.4, 0.15, 0.05]),
+                    (MNLI, [0.3, 0.03, 0.3, 0.04, 0.28, 0.05])):
+        g = rng.choice(spec.n_groups, size=3000, p=p)
+        y = g // 2
+        w = group_ratio_sampling_weights(y, g, r, spec, balance_classes)
+        assert effective_group_ratio(y, g, w, spec) == pytest.approx(r, rel=1e-12)
+        assert w.sum() == pytest.approx(1.0) and (w > 0).all()
+        counts = np.bincount(g, minlength=spec.n_groups)
+        mass = np.bincount(g, weights=w, minlength=spec.n_groups)
+        per_ex = mass / counts
+        np.testing.assert_allclose(w, per_ex[g], rtol=1e-12)  # uniform within a group
+        cls = mass.reshape(-1, 2).sum(axis=1)
+        major = 2 * np.arange(spec.n_classes) + counts.reshape(-1, 2).argmax(axis=1)
+        if balance_classes:
+            np.testing.assert_allclose(cls, 1 / spec.n_classes)
+            if spec is CELEBA:  # declared-balanced class: its groups get equal mass
+                assert mass[0] == pytest.approx(mass[1])
+        elif spec is CELEBA:  # majority examples keep equal weight; the balanced class its counts
+            np.testing.assert_allclose(per_ex[[0, 1, 2]], per_ex[0], rtol=1e-12)
+        else:
+            np.testing.assert_allclose(per_ex[major], per_ex[major][0], rtol=1e-12)
+    # sampling with these probabilities realises the ratio
+    g = rng.choice(4, size=2000, p=[0.6, 0.05, 0.05, 0.3])
+    w = group_ratio_sampling_weights(g // 2, g, 0.25, WB)
+    draws = rng.choice(len(g), size=400000, p=w)
+    assert effective_group_ratio(g // 2, g, np.bincount(draws, minlength=len(g)), WB) == pytest.approx(0.25, rel=0.03)
+
+
+def test_group_ratio_sampling_errors():
+    with pytest.raises(LLRError, match="out of range"):
+        group_ratio_sampling_weights(Y, G, 0.0, WB)
+    with pytest.raises(LLRError, match="out of range"):
+        group_ratio_sampling_weights(Y, G, "0.5", WB)
 
 
 def test_upsampling_sampler_frequencies():

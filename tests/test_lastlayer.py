@@ -30,8 +30,9 @@ def toy(n=120, d=8, k=2, seed=0, groups=4):
 
 # ----------------------------------------------------------------- gradients
 
+@pytest.mark.parametrize("reduction", ["mean", "weighted_mean"])
 @pytest.mark.parametrize("k", [2, 3])
-def test_analytic_gradient_matches_autograd(k):
+def test_analytic_gradient_matches_autograd(k, reduction):
     rng = np.random.default_rng(1)
     n, d = 17, 5
     X = rng.normal(size=(n, d))
@@ -41,11 +42,12 @@ def test_analytic_gradient_matches_autograd(k):
     lw = rng.uniform(0.1, 3, size=n)
     lam = 0.37
     loss, gW, gb = L.loss_and_grad(X, y, W, b, n_classes=k, loss_weights=lw,
-                                   anchor=(Wa, ba), anchor_lambda=lam)
+                                   anchor=(Wa, ba), anchor_lambda=lam, loss_reduction=reduction)
     tW = torch.tensor(W, requires_grad=True)
     tb = torch.tensor(b, requires_grad=True)
     ce = torch.nn.functional.cross_entropy(torch.tensor(X) @ tW.T + tb, torch.tensor(y), reduction="none")
-    ref = (torch.tensor(lw) * ce).mean() + lam * (((tW - torch.tensor(Wa)) ** 2).sum()
+    data = (torch.tensor(lw) * ce).mean() if reduction == "mean" else (torch.tensor(lw) * ce).sum() / lw.sum()
+    ref = data + lam * (((tW - torch.tensor(Wa)) ** 2).sum()
                                                    + ((tb - torch.tensor(ba)) ** 2).sum())
     ref.backward()
     assert loss == pytest.approx(ref.item(), rel=1e-12)
@@ -53,13 +55,14 @@ def test_analytic_gradient_matches_autograd(k):
     np.testing.assert_allclose(gb, tb.grad.numpy(), rtol=1e-10, atol=1e-12)
     # same on the torch backend
     loss_t, gW_t, gb_t = L.loss_and_grad(torch.tensor(X), y, W, b, n_classes=k, loss_weights=lw,
-                                         anchor=(Wa, ba), anchor_lambda=lam)
+                                         anchor=(Wa, ba), anchor_lambda=lam, loss_reduction=reduction)
     np.testing.assert_allclose(gW_t, gW, rtol=1e-12)
 
 
 def _torch_reference_fit(X, y, k, *, epochs, batch_size, lr, momentum, wd, init, seed,
-                         sample_weights=None, loss_weights=None, max_grad_norm=None):
-    """Brute force: nn.Linear + torch.optim.SGD + autograd, same batch order."""
+                         sample_weights=None, loss_weights=None, max_grad_norm=None, class_weights=None):
+    """Brute force: nn.Linear + torch.optim.SGD + autograd, same batch order.
+    ``class_weights``: the authors' upweighting, ``cross_entropy(weight=...)``."""
     lin = torch.nn.Linear(X.shape[1], k).double()
     with torch.no_grad():
         lin.weight.copy_(torch.tensor(init[0]))
@@ -75,15 +78,19 @@ def _torch_reference_fit(X, y, k, *, epochs, batch_size, lr, momentum, wd, init,
         for s in range(0, n, batch_size):
             i = torch.tensor(order[s:s + batch_size])
             opt.zero_grad()
-            ce = torch.nn.functional.cross_entropy(lin(Xt[i]), yt[i], reduction="none")
-            (lwt[i] * ce).mean().backward()
+            if class_weights is not None:
+                torch.nn.functional.cross_entropy(lin(Xt[i]), yt[i], weight=torch.tensor(class_weights)).backward()
+            else:
+                ce = torch.nn.functional.cross_entropy(lin(Xt[i]), yt[i], reduction="none")
+                (lwt[i] * ce).mean().backward()
             if max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(lin.parameters(), max_grad_norm)
             opt.step()
     return lin.weight.detach().numpy(), lin.bias.detach().numpy()
 
 
-@pytest.mark.parametrize("variant", ["plain", "momentum_wd_clip", "upsampling", "upweighting"])
+@pytest.mark.parametrize("variant", ["plain", "momentum_wd_clip", "upsampling", "upweighting",
+                                     "class_weights"])
 def test_fit_matches_torch_sgd_reference(variant):
     X, y, g = toy(n=50, d=6, k=3, groups=6)
     init = L.torch_linear_init(6, 3, seed=4)
@@ -95,10 +102,18 @@ def test_fit_matches_torch_sgd_reference(variant):
         sw = np.linspace(1, 2, len(y))
     if variant == "upweighting":
         lw = np.linspace(0.5, 1.5, len(y))
-    Wr, br = _torch_reference_fit(X, y, 3, init=init, seed=4, sample_weights=sw, loss_weights=lw, **kw)
+    cw, red = None, "mean"
+    if variant == "class_weights":  # n_max / n_c in torch's weighted mean, as the authors
+        counts = np.bincount(y, minlength=3)
+        cw = counts.max() / counts
+        red = "weighted_mean"
+    Wr, br = _torch_reference_fit(X, y, 3, init=init, seed=4, sample_weights=sw, loss_weights=lw,
+                                  class_weights=cw, **kw)
+    if cw is not None:
+        lw = cw[y]
     res = L.fit_softmax(X, y, n_classes=3, epochs=3, batch_size=8, lr=0.1, momentum=kw["momentum"],
                         weight_decay=kw["wd"], max_grad_norm=kw["max_grad_norm"], init=init,
-                        sample_weights=sw, loss_weights=lw, seed=4, dtype="float64")
+                        sample_weights=sw, loss_weights=lw, seed=4, dtype="float64", loss_reduction=red)
     np.testing.assert_allclose(res.W, Wr, rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(res.b, br, rtol=1e-9, atol=1e-11)
 
@@ -192,7 +207,7 @@ def _run(name, X, y, g, hp=None, erm=None, spec=SPEC, epochs=2, seed=0, val=None
 
 
 def test_registry_names_and_defaults():
-    assert set(L.METHODS) == {"llr", "afr"} | {f"{p}_{m}" for p in ("dfr", "cbllr")
+    assert set(L.METHODS) == {"llr", "afr", "afr_gamma0"} | {f"{p}_{m}" for p in ("dfr", "cbllr")
                                                for m in ("subsetting", "upsampling", "upweighting")}
     hp = L.resolve_hp("llr", SPEC)
     assert (hp["lr"], hp["momentum"], hp["weight_decay"], hp["batch_size"]) == (1e-2, 0.0, 0.0, 32)
@@ -202,6 +217,11 @@ def test_registry_names_and_defaults():
     mn = L.resolve_hp("afr", SPEC3)["gammas"]
     assert mn[0] == pytest.approx(100) and mn[-1] == pytest.approx(1e5)
     assert L.resolve_hp("afr", SPEC, {"gammas": [1.0]})["gammas"] == [1.0]
+    assert wb["select"] == "best_val_wga" and wb["eval_every"] == 1
+    for ds in ("waterbirds", "celeba", "multinli", "civilcomments", "synth_waterbirds"):
+        g0, full = L.resolve_hp("afr_gamma0", get_spec(ds)), L.resolve_hp("afr", get_spec(ds))
+        assert g0["gammas"] == [0.0]
+        assert (g0["lambdas"], g0["epochs"], g0["lr"]) == (full["lambdas"], full["epochs"], full["lr"])
     with pytest.raises(LLRError, match="unknown parameter 'lrr'"):
         L.resolve_hp("llr", SPEC, {"lrr": 1})
     with pytest.raises(LLRError, match="unknown last-layer method"):
@@ -260,12 +280,22 @@ def test_balanced_training_sets(monkeypatch, prefix, by, mode):
         np.testing.assert_allclose(mass, 1 / n_lab)
         assert len(pos) == len(y) and kw["loss_weights"] is None
     else:
-        tot = np.bincount(lab, weights=kw["loss_weights"], minlength=n_lab)
-        np.testing.assert_allclose(tot, tot[0])
-        assert np.mean(kw["loss_weights"]) == pytest.approx(1.0)
+        counts = np.bincount(lab, minlength=n_lab)
+        np.testing.assert_array_equal(kw["loss_weights"], counts.max() / counts[lab])  # n_max / n_c
+        assert kw["loss_weights"].min() < 1.0 + 1e-12 and np.sum(kw["loss_weights"] == 1.0) == counts.max()
+        assert kw["loss_reduction"] == "weighted_mean"
         assert len(pos) == len(y) and kw["sample_weights"] is None
     mass_key = "group_mass" if by == "g" else "class_mass"
     np.testing.assert_allclose(info[mass_key], 1 / n_lab)
+    # group ratio of the cell as trained on (weights over kept examples)
+    heldout = _brute_ratio(y, g)
+    assert info["heldout_group_ratio"] == pytest.approx(heldout)
+    if by == "g":
+        assert info["effective_group_ratio"] == pytest.approx(1.0)
+    elif mode != "subsetting":  # class balancing scales whole classes: ratio unchanged
+        assert info["effective_group_ratio"] == pytest.approx(heldout)
+    else:
+        assert info["effective_group_ratio"] == pytest.approx(_brute_ratio(y[pos], g[pos], y, g))
     assert kw["init"] is None and kw["lr"] == 1e-2 and kw["batch_size"] == 32
 
 
@@ -293,6 +323,42 @@ def test_afr_weights_formula_bruteforce():
     assert np.isfinite(w).all() and w.sum() == pytest.approx(1.0)
 
 
+def _brute_ratio(y, g, y_ref=None, g_ref=None, weights=None):
+    """Mean over classes of (minority weight / majority weight), majority by
+    the counts of (y_ref, g_ref); 2 spurious values, all classes with a minority."""
+    y_ref = y if y_ref is None else y_ref
+    g_ref = g if g_ref is None else g_ref
+    w = np.ones(len(y)) if weights is None else weights
+    out = []
+    for c in sorted(set(y_ref.tolist())):
+        n = {k: sum(1 for t in g_ref if t == k) for k in (2 * c, 2 * c + 1)}
+        maj = max(n, key=lambda k: (n[k], -k))
+        mino = 2 * c + 1 if maj == 2 * c else 2 * c
+        if n[mino] == 0:
+            continue
+        out.append(sum(wi for wi, t in zip(w, g) if t == mino) / sum(wi for wi, t in zip(w, g) if t == maj))
+    return sum(out) / len(out)
+
+
+def test_afr_gamma0_weights_are_class_upweighting():
+    """Paper section 3.2: with gamma = 0 and class balancing, AFR's weights are
+    the class-upweighting weights n_max / n_c up to one common scale."""
+    from llr.balancing import upweights
+
+    rng = np.random.default_rng(5)
+    y = rng.choice(3, size=70, p=[0.6, 0.3, 0.1])
+    logits = rng.normal(size=(70, 3)) * 3
+    w = L.afr_weights(logits, y, 0.0, balance_classes=True)
+    counts = np.bincount(y)
+    ratio = w / (counts.max() / counts[y])
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-12)
+    np.testing.assert_allclose(w / w.min(), upweights(y), rtol=1e-12)  # largest class: weight 1
+    assert w.sum() == pytest.approx(1.0)
+    # with gamma > 0 they are not (so the test above can fail)
+    w2 = L.afr_weights(logits, y, 2.0, balance_classes=True)
+    assert np.ptp(w2 / upweights(y)) > 1e-3
+
+
 def test_afr_gamma0_lambda0_equals_class_balanced_upweighting():
     """Paper section 3.2: AFR with gamma = lambda = 0 is class-balanced
     upweighted LLR (same init, full batch, same lr and epochs)."""
@@ -300,7 +366,11 @@ def test_afr_gamma0_lambda0_equals_class_balanced_upweighting():
     rng = np.random.default_rng(7)
     erm = (rng.normal(size=(2, 6)).astype(np.float32), rng.normal(size=2).astype(np.float32))
     common = {"epochs": 25, "lr": 0.1, "max_grad_norm": None, "dtype": "float64"}
-    Wa, ba, ia = _run("afr", X, y, g, erm=erm, hp={**common, "gammas": [0.0], "lambdas": [0.0]})
+    Wa, ba, ia = _run("afr", X, y, g, erm=erm, hp={**common, "gammas": [0.0], "lambdas": [0.0],
+                                                  "select": "final"})
+    Wg, bg, ig = _run("afr_gamma0", X, y, g, erm=erm, hp={**common, "lambdas": [0.0], "select": "final"})
+    np.testing.assert_array_equal(Wg, Wa)
+    assert ig["afr"]["gamma"] == 0.0 and ig["afr"]["epoch"] == 25
     Wc, bc, _ = _run("cbllr_upweighting", X, y, g, erm=erm,
                      hp={**common, "batch_size": None, "init": "erm"})
     np.testing.assert_allclose(Wa, Wc, rtol=1e-5, atol=1e-6)
@@ -332,6 +402,131 @@ def test_afr_grid_selects_best_validation_wga(monkeypatch):
     assert chosen["val_wga"] == best
     acc = L.evaluate_head(W, b, X, y, g, 4)
     assert acc["wga"] == pytest.approx(best)
+
+
+@pytest.mark.parametrize("eval_every", [1, 3])
+def test_best_val_wga_tracker_matches_bruteforce(eval_every):
+    """The batched tracker keeps, per fit, the first epoch with the highest
+    validation WGA (AFR's early stopping), among the evaluated epochs."""
+    X, y, g = toy(n=80, d=5, seed=1)
+    Xv, yv, gv = toy(n=60, d=5, seed=2)
+    F, E = 3, 10
+    rng = np.random.default_rng(0)
+    Wi, bi = rng.normal(size=(F, 2, 5)), rng.normal(size=(F, 2))
+    tracker = L.BestValWGA(Xv, yv, gv)
+    res = L.fit_softmax_batched(X, y, n_classes=2, epochs=E, lr=0.5, init=(Wi, bi),
+                                loss_weights=rng.uniform(0.2, 3, size=(F, 80)), dtype="float64",
+                                checkpoint_epochs=range(E + 1), callback=tracker, eval_every=eval_every)
+    W, b, ep, wga = tracker.result()
+    evaluated = [e for e in range(1, E + 1) if e % eval_every == 0 or e == E]
+    for f in range(F):
+        curve = [L.evaluate_head(res.history[e][0][f], res.history[e][1][f], Xv, yv, gv, 4)["wga"]
+                 for e in evaluated]
+        best = evaluated[int(np.argmax(curve))]  # first maximum
+        assert ep[f] == best and wga[f] == pytest.approx(max(curve))
+        np.testing.assert_array_equal(W[f], res.history[best][0][f])
+        np.testing.assert_array_equal(b[f], res.history[best][1][f])
+    # the torch backend (the fit's own device) gives the same choice
+    trackers = []
+    for Xb in (torch.tensor(X), X):
+        trackers.append(L.BestValWGA(Xv, yv, gv))
+        L.fit_softmax_batched(Xb, y, n_classes=2, epochs=E, lr=0.5, init=(Wi, bi), dtype="float64",
+                              n_fits=F, callback=trackers[-1], eval_every=eval_every)
+    (Wt, bt, ept, wgat), (Wn, bn, epn, wgan) = (t.result() for t in trackers)
+    assert isinstance(Wt, np.ndarray) and ept.tolist() == epn.tolist()
+    np.testing.assert_allclose(Wt, Wn, rtol=1e-10)
+    np.testing.assert_allclose(wgat, wgan)
+
+
+def _peaking_problem():
+    """Validation WGA rises, peaks early and collapses: the ERM head uses the
+    core feature (x0) weakly and the spurious one (x1) against the label; the
+    training cell's labels follow x1 only, so training first cancels the
+    anti-spurious weight (all validation groups right) and then overshoots
+    (the validation minority groups flip)."""
+    rng = np.random.default_rng(0)
+    n = 200
+    y = rng.integers(0, 2, n)
+    s = y.copy()  # spurious = label on the training cell
+    X = np.stack([rng.normal(0, 0.3, n), 2.0 * s - 1 + rng.normal(0, 0.1, n)], axis=1)
+    yv = np.repeat([0, 0, 1, 1], 25)
+    sv = np.tile(np.repeat([0, 1], 25), 2)
+    Xv = np.stack([2.0 * yv - 1, 2.0 * sv - 1], axis=1) + rng.normal(0, 0.05, (100, 2))
+    erm = (np.array([[-0.2, 0.3], [0.2, -0.3]], np.float32), np.zeros(2, np.float32))
+    return X.astype(np.float32), y, 2 * y + s, Xv.astype(np.float32), yv, 2 * yv + sv, erm
+
+
+@pytest.mark.parametrize("name", ["afr", "afr_gamma0"])
+def test_afr_select_best_val_wga_vs_final(name):
+    X, y, g, Xv, yv, gv, erm = _peaking_problem()
+    Xall = np.concatenate([X, Xv])
+    yall, gall = np.concatenate([y, yv]), np.concatenate([g, gv])
+    meta = pd.DataFrame({"idx": np.arange(len(yall)), "y": yall, "g": gall})
+    roles = np.array(["heldout"] * len(y) + ["val"] * len(yv), dtype=object)
+    hp = {"lambdas": [0.0], "epochs": 60, "lr": 0.1, "dtype": "float64"}
+    if name == "afr":
+        hp["gammas"] = [0.0]
+
+    def run(select):
+        return L.run_method(name, Xall, meta, roles, np.arange(len(y)), np.arange(len(y), len(yall)),
+                            erm, {**hp, "select": select}, 0, 60, SPEC)
+
+    Wb, bb, ib = run("best_val_wga")
+    Wf, bf, i_f = run("final")
+    # brute force: the same full-batch fit, every epoch kept
+    N = len(y)
+    w = L.afr_weights(X.astype(np.float64) @ erm[0].T.astype(np.float64) + erm[1], y, 0.0)
+    ref = L.fit_softmax(X, y, n_classes=2, epochs=60, batch_size=None, lr=0.1, loss_weights=N * w,
+                        init=erm, anchor=erm, anchor_lambda=0.0, max_grad_norm=1.0, dtype="float64",
+                        checkpoint_epochs=range(61))
+    curve = [L.evaluate_head(*ref.history[e], Xv, yv, gv, 4)["wga"] for e in range(1, 61)]
+    assert curve[0] < 0.5 and max(curve) == 1.0 and curve[-1] < 0.5  # rises, peaks, collapses
+    best = 1 + int(np.argmax(curve))
+    assert 1 < ib["afr"]["epoch"] == best < 60 and i_f["afr"]["epoch"] == 60
+    np.testing.assert_allclose(Wb, ref.history[best][0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(Wf, ref.history[60][0], rtol=1e-6, atol=1e-6)
+    assert ib["afr"]["val_wga"] == 1.0 and i_f["afr"]["val_wga"] == pytest.approx(curve[-1])
+    assert ib["afr"]["grid"][0]["epoch"] == best
+
+
+def test_check_method_params_errors():
+    ok = {"lr": 1e-3, "epochs": 5, "batch_size": None, "init": "erm", "momentum": 0.9}
+    L.check_method_params("llr", ok)
+    L.check_method_params("afr", {"gammas": [0, 1.5], "lambdas": [0.0], "select": "final",
+                                  "balance_classes": False, "eval_every": 2})
+    L.check_method_params("dfr_upweighting", {})
+    cases = [
+        ("jtt", {}, r"unknown last-layer method 'jtt'"),
+        ("llr", {"epoch": 3}, r"unknown parameter 'epoch' \(did you mean 'epochs'\?\)"),
+        ("afr", {"gamma": [1.0]}, r"did you mean 'gammas'"),
+        ("llr", {"zzz": 1}, r"unknown parameter 'zzz'; expected one of"),
+        ("llr", {"epochs": 0}, r"epochs=0: expected a positive integer"),
+        ("llr", {"epochs": 2.5}, r"epochs=2.5: expected a positive integer"),
+        ("llr", {"epochs": True}, r"epochs=True: expected an integer"),
+        ("llr", {"epochs": "abc"}, r"epochs='abc': expected an integer, got the string 'abc'$"),
+        ("llr", {"lr": "1e-3"}, r"lr='1e-3': expected a number, got the string '1e-3' \(YAML .*1\.0e-3"),
+        ("llr", {"lr": "abc"}, r"expected a number, got the string 'abc'$"),
+        ("llr", {"epochs": "5"}, r"expected an integer, got the string '5' \(write the number without quotes\)"),
+        ("llr", {"epochs": 5.0}, r"epochs=5.0: expected a positive integer or null, got 5.0 \(write it without a decimal"),
+        ("llr", {"lr": -0.1}, r"lr=-0.1: expected a positive number"),
+        ("llr", {"lr": 0}, r"expected a positive number"),
+        ("llr", {"lr": None}, r"lr=None: expected a positive number, got null"),
+        ("llr", {"momentum": 1.0}, r"momentum=1.0: expected a number >= 0 and < 1"),
+        ("llr", {"init": "zeros"}, r"init='zeros': expected one of \['reinit', 'erm'\]"),
+        ("afr", {"gammas": [1.0, "x"]}, r"gammas=\[1.0, 'x'\]: expected a list of numbers, got the string 'x'"),
+        ("afr", {"gammas": [-1.0]}, r"expected a list of numbers \(each >= 0\)"),
+        ("afr", {"lambdas": 0.1}, r"lambdas=0.1: expected a list of numbers"),
+        ("afr", {"select": "best"}, r"select='best': expected one of \['best_val_wga', 'final'\]"),
+        ("afr", {"balance_classes": "yes"}, r"balance_classes='yes': expected true or false"),
+        ("afr_gamma0", {"eval_every": 0}, r"eval_every=0: expected a positive integer"),
+    ]
+    for name, params, msg in cases:
+        with pytest.raises(LLRError, match=msg) as e:
+            L.check_method_params(name, params)
+        assert "\n" not in str(e.value)
+    # the same checks guard every run
+    with pytest.raises(LLRError, match="did you mean 'epochs'"):
+        L.resolve_hp("llr", SPEC, {"epoch": 3})
 
 
 # ----------------------------------------------------------------- job entry
@@ -367,6 +562,7 @@ def test_run_lastlayer_job_end_to_end(tmp_path):
     res = L.run_lastlayer_job(heldout=str(root / "subsets" / "heldout_ratio0.5.csv"),
                               method="dfr_subsetting", params='{"lr": 0.05}', out_json=str(out), **args)
     saved = json.loads(out.read_text())
+    saved.pop("_llr", None)  # provenance stamp added by llr.io.write_json
     assert saved == json.loads(json.dumps(res))
     assert saved["dataset"] == "synth_waterbirds" and saved["method"] == "dfr_subsetting"
     assert saved["hp"]["lr"] == 0.05 and saved["seed"] == 1 and saved["epochs"] == 3
@@ -394,6 +590,66 @@ def test_run_lastlayer_job_end_to_end(tmp_path):
     assert res2["train_cell_n"] == int((role == "heldout").sum())
     assert res2["afr"]["gamma"] in (0.0, 4.0) and len(res2["afr"]["grid"]) == 4
     assert res2["hp"]["epochs"] == 10
+    assert 1 <= res2["afr"]["epoch"] <= 10 and res2["afr"]["select"] == "best_val_wga"
+
+
+def test_job_records_group_ratios(tmp_path):
+    root, meta, role = _write_cell(tmp_path)
+    m = meta.sort_values("idx")
+    y, g = m.y.to_numpy(), m.g.to_numpy()
+    args = dict(embeddings=str(root / "embeddings.npy"), head=str(root / "head.npz"),
+                metadata=str(root / "metadata.csv"), split=str(root / "split.csv"), seed=0, epochs=2)
+    sub = str(root / "subsets" / "heldout_ratio0.5.csv")
+    cell = np.sort(pd.read_csv(sub)["idx"].to_numpy())
+    res = L.run_lastlayer_job(heldout=sub, method="llr", params=None, out_json=str(root / "a.json"), **args)
+    tr = role == "train"
+    assert res["train_group_ratio"] == pytest.approx(_brute_ratio(y[tr], g[tr]))
+    assert res["heldout_group_ratio"] == pytest.approx(_brute_ratio(y[cell], g[cell]))
+    assert res["effective_group_ratio"] == pytest.approx(res["heldout_group_ratio"])  # plain LLR
+    assert res["heldout_construction"] == "subset" and res["heldout_sampling_ratio"] is None
+    res = L.run_lastlayer_job(heldout=sub, method="dfr_upweighting", params=None,
+                              out_json=str(root / "b.json"), **args)
+    assert res["effective_group_ratio"] == pytest.approx(1.0)
+
+
+def test_job_sampled_heldout_construction(tmp_path, monkeypatch):
+    root, meta, role = _write_cell(tmp_path)
+    m = meta.sort_values("idx")
+    y, g = m.y.to_numpy(), m.g.to_numpy()
+    held = np.flatnonzero(role == "heldout")
+    args = dict(embeddings=str(root / "embeddings.npy"), head=str(root / "head.npz"),
+                metadata=str(root / "metadata.csv"), split=str(root / "split.csv"), seed=0, epochs=2)
+    cap = _Capture()
+    monkeypatch.setattr(L, "fit_softmax", cap)
+    res = L.run_lastlayer_job(heldout="full", method="llr", params=None, out_json=str(root / "s.json"),
+                              heldout_sampling_ratio=0.2, **args)
+    assert res["heldout_construction"] == "sampled" and res["heldout_sampling_ratio"] == 0.2
+    assert res["effective_group_ratio"] == pytest.approx(0.2, abs=1e-12)
+    assert res["train_cell_n"] == len(held) and res["n_train"] == len(held)
+    (Xc, yc, kw), = cap.calls
+    sw = kw["sample_weights"]
+    assert len(yc) == len(held) and sw is not None and kw["loss_weights"] is None
+    assert _brute_ratio(y[held], g[held], weights=sw) == pytest.approx(0.2)
+    assert kw["lr"] == 1e-2 and kw["batch_size"] == 32 and kw["init"] is None  # plain LLR
+    for bad, msg in ((dict(heldout=str(root / "subsets" / "heldout_ratio0.5.csv"), method="llr",
+                           heldout_sampling_ratio=0.2), "needs heldout='full'"),
+                     (dict(heldout="full", method="dfr_subsetting", heldout_sampling_ratio=0.2), "plain LLR"),
+                     (dict(heldout="full", method="llr", heldout_sampling_ratio=1.5), "out of range")):
+        with pytest.raises(LLRError, match=msg):
+            L.run_lastlayer_job(params=None, out_json=str(root / "x.json"), **bad, **args)
+
+
+def test_cli_heldout_sampling_ratio_flag(tmp_path, monkeypatch):
+    from llr import cli
+
+    seen = {}
+    monkeypatch.setattr(L, "run_lastlayer_job", lambda **kw: seen.update(kw))
+    argv = ["lastlayer", "--embeddings", "e", "--head", "h", "--metadata", "m", "--split", "s",
+            "--heldout", "full", "--method", "llr", "--out", "o", "--seed", "0", "--epochs", "1",
+            "--heldout-sampling-ratio", "0.25"]
+    a = cli.build_parser().parse_args(argv)
+    a.func(a)
+    assert seen["heldout_sampling_ratio"] == 0.25 and seen["heldout"] == "full"
 
 
 def test_run_lastlayer_job_errors(tmp_path):

@@ -108,7 +108,8 @@ class Balanced:
 
     ``positions``: which pool examples are used (all but for subsetting).
     ``sample_weights``: sampling probabilities for upsampling (else None).
-    ``loss_weights``: per-example loss weights, mean 1, for upweighting (else None).
+    ``loss_weights``: per-example loss weights for upweighting, ``n_max / n_c``
+    (the largest label keeps weight 1), else None.
     """
 
     positions: np.ndarray
@@ -125,12 +126,24 @@ def inverse_frequency(labels: np.ndarray, n_labels: int | None = None) -> np.nda
     return len(labels) / (present * counts[labels])
 
 
+def upweights(labels: np.ndarray) -> np.ndarray:
+    """Upweighting loss weights w_i = n_max / n_{label(i)} (paper section 3.2,
+    "minority class samples are assigned larger weights in the loss"): the
+    largest label keeps weight 1, as the authors' class weights (e.g.
+    Waterbirds [1, 3.31] = [1, 3682 / 1113]); every label carries the same
+    total weight n_max."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels).astype(np.float64)
+    return counts.max() / counts[labels]
+
+
 def balance(labels: np.ndarray, mode: str, rng: np.random.Generator) -> Balanced:
-    """Balance a pool by ``labels`` (classes or groups).
+    """Balance a pool by ``labels`` (classes or groups), paper section 3.2.
 
     subsetting: cut every label to the smallest label's size (seeded);
     upsampling: sample with replacement with weights inverse to label size,
-    epoch length unchanged; upweighting: loss weight inverse to label frequency.
+    epoch length unchanged; upweighting: loss weight n_max / n_label
+    (:func:`upweights`).
     """
     labels = np.asarray(labels)
     n = len(labels)
@@ -145,8 +158,98 @@ def balance(labels: np.ndarray, mode: str, rng: np.random.Generator) -> Balanced
         w = inverse_frequency(labels)
         return Balanced(np.arange(n), sample_weights=w / w.sum())
     if mode == "upweighting":
-        return Balanced(np.arange(n), loss_weights=inverse_frequency(labels))
+        return Balanced(np.arange(n), loss_weights=upweights(labels))
     raise LLRError(f"balancing mode {mode!r} unknown, expected one of {list(BALANCE_MODES)}")
+
+
+def _class_groups(y: np.ndarray, g: np.ndarray, spec: DatasetSpec):
+    """Per class: unweighted group counts (n_classes, n_spurious), the majority
+    group's column (most examples) and a mask of the classes that have a
+    minority group, i.e. are not declared balanced and hold an example outside
+    their majority group."""
+    y, g = np.asarray(y, dtype=np.int64), np.asarray(g, dtype=np.int64)
+    if y.shape != g.shape or y.ndim != 1:
+        raise LLRError(f"labels and groups must be 1-d arrays of one length, got {y.shape} and {g.shape}")
+    if len(g) and (g.min() < 0 or g.max() >= spec.n_groups or not np.array_equal(g // spec.n_spurious, y)):
+        raise LLRError(f"{spec.name}: groups must lie in 0..{spec.n_groups - 1} with group // {spec.n_spurious} = class")
+    counts = np.bincount(g, minlength=spec.n_groups).reshape(spec.n_classes, spec.n_spurious)
+    major = counts.argmax(axis=1)
+    minority_n = counts.sum(axis=1) - counts.max(axis=1)
+    declared = np.isin(np.arange(spec.n_classes), np.asarray(spec.balanced_classes, dtype=np.int64))
+    return counts, major, (minority_n > 0) & ~declared
+
+
+def effective_group_ratio(y: np.ndarray, g: np.ndarray, weights: np.ndarray | None,
+                          spec: DatasetSpec) -> float:
+    """The group ratio a method effectively trains with (paper section 3.1:
+    "the ratio between the number of minority group points and the number of
+    majority group points", here with points counted by their training
+    weight; section 3.2 for implicit group balancing).
+
+    Per class: (total weight of its minority group(s)) / (total weight of its
+    majority group), the majority group being the class's group with the most
+    examples (unweighted); averaged over the classes that have at least one
+    minority example. Classes the dataset declares balanced
+    (``spec.balanced_classes``, e.g. CelebA's non-blond class, kept at m and m
+    by the group-ratio subsets) have no minority group and are left out, as in
+    the paper's ratios. ``weights=None`` counts examples. NaN when no class
+    qualifies (or a majority group carries no weight)."""
+    y = np.asarray(y, dtype=np.int64)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != y.shape:
+        raise LLRError(f"weights have shape {w.shape}, expected ({len(y)},)")
+    counts, major, keep = _class_groups(y, g, spec)
+    mass = np.bincount(np.asarray(g, dtype=np.int64), weights=w,
+                       minlength=spec.n_groups).reshape(spec.n_classes, spec.n_spurious)
+    maj = mass[np.arange(spec.n_classes), major]
+    mino = mass.sum(axis=1) - maj
+    if not keep.any():
+        return float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(maj[keep] > 0, mino[keep] / np.where(maj[keep] > 0, maj[keep], 1.0), np.nan)
+    return float(np.mean(ratios))
+
+
+def group_ratio_sampling_weights(y: np.ndarray, g: np.ndarray, ratio: float, spec: DatasetSpec,
+                                 balance_classes: bool = True) -> np.ndarray:
+    """Sampling probabilities that give a pool group ratio ``ratio`` in
+    expectation while keeping every example (the authors' sampler for their
+    group-ratio LLR runs, understanding-llr ``make_group_ratio_sampler``; the
+    paper's section 3.1 reaches the ratio by removing data instead).
+
+    Within a class with a minority group the majority group (most examples)
+    gets mass 1 and the minority groups together mass ``ratio``, split in
+    proportion to their counts; every example of a group has the same weight.
+    ``balance_classes=True`` (the authors' sampler): every class present has
+    the same total mass, and a class without a minority group (declared
+    balanced, e.g. CelebA's non-blond class) gives its groups equal mass.
+    ``balance_classes=False``: the majority group keeps its count share (one
+    unit per majority example) and a class without a minority group keeps its
+    counts. Returns probabilities summing to 1 (:func:`effective_group_ratio`
+    of them is ``ratio``)."""
+    if not (isinstance(ratio, (int, float)) and 0.0 < float(ratio) <= 1.0):
+        raise LLRError(f"group ratio {ratio!r} out of range, expected a number in (0, 1]")
+    g = np.asarray(g, dtype=np.int64)
+    counts, major, keep = _class_groups(y, g, spec)
+    counts = counts.astype(np.float64)
+    rows = np.arange(spec.n_classes)
+    is_major = np.zeros_like(counts, dtype=bool)
+    is_major[rows, major] = True
+    n_maj = counts[rows, major]
+    n_min = counts.sum(axis=1) - n_maj
+    # group masses with a class's majority group at 1 (minority: ratio in all)
+    safe_min = np.where(n_min > 0, n_min, 1.0)[:, None]
+    mass = np.where(is_major, 1.0, float(ratio) * counts / safe_min)
+    if balance_classes:
+        present = counts > 0
+        equal = present / np.maximum(present.sum(axis=1, keepdims=True), 1)
+        mass = np.where(keep[:, None], mass / (1.0 + float(ratio)), equal)
+    else:
+        mass = np.where(keep[:, None], mass * n_maj[:, None], counts)
+    mass = mass.reshape(-1)
+    per_example = np.where(counts.reshape(-1) > 0, mass / np.maximum(counts.reshape(-1), 1.0), 0.0)
+    w = per_example[g]
+    return w / w.sum()
 
 
 def epoch_order(n: int, sample_weights: np.ndarray | None, gen) -> "object":
@@ -160,39 +263,40 @@ def epoch_order(n: int, sample_weights: np.ndarray | None, gen) -> "object":
     return torch.multinomial(w, n, replacement=True, generator=gen)
 
 
+ERM_CELL_PATTERN = (r"(?P<pool>train|combined)(?:_ratio(?P<ratio>[0-9]*\.?[0-9]+))?"
+                    r"_(?P<balance>none|(?:class|group)_(?:subsetting|upsampling|upweighting))"
+                    r"(?P<long>_long)?(?:_arch-(?P<arch>[a-z0-9][a-z0-9.-]*))?")
+
+
 @dataclass(frozen=True)
 class ErmCell:
-    """An ERM cell name: ``{pool}[_ratio{r}]_{balance}`` where pool is train
+    """An ERM cell name, ``ERM_CELL_PATTERN`` (the one definition; the
+    workflow's wildcard constraint is built from it):
+    ``{pool}[_ratio{r}]_{balance}[_long][_arch-{arch}]`` where pool is train
     (ERM's share) or combined (train + held-out, "100% of the data"), r a
-    group ratio of that pool's subset, and balance ``none`` or
-    ``{class|group}_{subsetting|upsampling|upweighting}``. A ``_long`` suffix
-    marks the longer NC1 runs (Figure 2)."""
+    group ratio of that pool's subset, balance ``none`` or
+    ``{class|group}_{subsetting|upsampling|upweighting}``; ``_long`` marks the
+    longer NC1 runs (Figure 2) and ``_arch-<name>`` a cell trained with
+    another architecture than the dataset's standard one (paper section 2
+    uses ResNet-18 / BERT-Tiny, Figures 4-7 ResNet-50 / BERT-base)."""
 
     pool: str
     ratio: float | None
     level: str | None
     mode: str
     long: bool = False
+    arch: str | None = None
 
     @classmethod
     def parse(cls, name: str) -> "ErmCell":
-        parts = name.split("_")
-        long = parts[-1] == "long"
-        if long:
-            parts = parts[:-1]
-        try:
-            pool = parts.pop(0)
-            ratio = None
-            if parts and parts[0].startswith("ratio"):
-                ratio = float(parts.pop(0)[5:])
-            if parts == ["none"]:
-                level, mode = None, "none"
-            else:
-                level, mode = parts
-        except (ValueError, IndexError):
+        import re
+
+        m = re.fullmatch(ERM_CELL_PATTERN, name)
+        if m is None:
             raise LLRError(f"ERM cell {name!r} malformed, expected {{train|combined}}[_ratio<r>]_"
-                           f"{{none|class_<mode>|group_<mode>}}[_long]") from None
-        if pool not in ("train", "combined") or (level not in (None, "class", "group")) \
-                or mode not in BALANCE_MODES or (level is None) != (mode == "none"):
-            raise LLRError(f"ERM cell {name!r} malformed: pool {pool!r}, balance {level}_{mode}")
-        return cls(pool, ratio, level, mode, long)
+                           f"{{none|class_<mode>|group_<mode>}}[_long][_arch-<arch>]")
+        level, _, mode = m["balance"].rpartition("_")
+        ratio = float(m["ratio"]) if m["ratio"] is not None else None
+        if ratio is not None and not 0 < ratio <= 1:
+            raise LLRError(f"ERM cell {name!r}: group ratio {ratio} outside (0, 1]")
+        return cls(m["pool"], ratio, level or None, mode, bool(m["long"]), m["arch"])

@@ -9,7 +9,9 @@ its source columns, so that everything downstream is dataset-agnostic.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -136,10 +138,54 @@ def standardize(df: pd.DataFrame, spec: DatasetSpec, source: str) -> pd.DataFram
     return df[list(META_COLUMNS) + rest].reset_index(drop=True)
 
 
-def read_metadata(path: str) -> pd.DataFrame:
-    """Read a standardized metadata table written by ``prepare``."""
-    df = pd.read_csv(path)
+def read_metadata(path: str | os.PathLike, spec: DatasetSpec | str | None = None) -> pd.DataFrame:
+    """Read a standardized metadata table written by ``prepare`` and check
+    its invariants (groups G = Y x S, paper Section 1 "Setting", numbered
+    ``g = y * |S| + s``): columns idx, split, y, s, g present; idx unique in
+    0..N-1 (any row order); split in train/val/test; y, s integers in the
+    dataset's ranges; g consistent on every row. ``spec`` (a DatasetSpec or name) defaults to the dataset
+    named by the file's folder (``results/{dataset}/metadata.csv``) when it
+    is registered; otherwise |S| is taken as max(s) + 1 and the ranges are
+    not checked. A violation is an ``LLRError`` naming the file, the first
+    bad line and the rule."""
+    from llr.io import read_csv
+
+    if isinstance(spec, str):
+        spec = get_spec(spec)
+    elif spec is None:
+        spec = DATASETS.get(Path(path).parent.name)
+    df = read_csv(path)
     missing = [c for c in META_COLUMNS if c not in df.columns]
     if missing:
         raise LLRError(f"{path}: columns {missing} missing, expected {list(META_COLUMNS)}")
+    n = len(df)
+    if n == 0:
+        raise LLRError(f"{path}: no rows")
+    num = {c: pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64) for c in ("idx", "y", "s", "g")}
+    rules: list[tuple[str, np.ndarray]] = []
+    for c in ("idx", "y", "s", "g"):
+        v = num[c]
+        rules.append((f"{c} must be a non-negative integer", ~np.isfinite(v) | (v < 0) | (v != np.round(v))))
+    idx = num["idx"]
+    rules.append((f"idx must lie in 0..{n - 1} (one row per example)", idx >= n))
+    rules.append(("idx must be unique", df["idx"].duplicated().to_numpy()))
+    rules.append((f"split must be one of {list(SPLITS)}", ~df["split"].isin(SPLITS).to_numpy()))
+    if spec is not None:
+        n_s = spec.n_spurious
+        rules.append((f"y must be < {spec.n_classes} ({spec.name} has {spec.n_classes} classes)",
+                      num["y"] >= spec.n_classes))
+        rules.append((f"s must be < {n_s} ({spec.name} has {n_s} spurious values)", num["s"] >= n_s))
+    else:
+        n_s = int(np.nanmax(num["s"])) + 1 if np.isfinite(num["s"]).any() else 1
+    rules.append((f"g must equal y * {n_s} + s", num["g"] != num["y"] * n_s + num["s"]))
+    bad = np.zeros(n, dtype=bool)
+    for _, mask in rules:
+        bad |= mask
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        rule = next(r for r, mask in rules if mask[i])
+        row = ", ".join(f"{c}={df[c].iloc[i]}" for c in META_COLUMNS)
+        raise LLRError(f"{path}: line {i + 2} ({row}): {rule}")
+    for c in ("idx", "y", "s", "g"):
+        df[c] = num[c].astype(np.int64)
     return df

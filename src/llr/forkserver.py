@@ -8,7 +8,11 @@ a per-user server that has imported those libraries once, sends its argv,
 working directory, environment and standard file descriptors, and the
 server forks a child that runs the command as if it had been started
 directly (same files, same exit status; SIGTERM/SIGINT to the client reach
-the child, so preemption and Ctrl-C behave as usual).
+the child, so preemption and Ctrl-C behave as usual). A job killed by a
+signal kills its client with the same signal (status 128 + k in a shell).
+If the client dies first (SIGKILL of it or of the workflow), the job's
+process group is SIGKILLed at once, before it can write outputs that no one
+records or keep its GPU lock; a job whose handler dies is killed too.
 
 The server is keyed on the interpreter and the modification times of this
 package's sources, so an edited ``src/llr`` gets a new server; it exits
@@ -122,12 +126,29 @@ def run_via_server(argv: list[str]) -> int | None:
                 continue
     if not done:
         return 1
-    status = int(done["status"])
-    if status < 0:  # killed by a signal: die the same way
-        signal.signal(-status, signal.SIG_DFL)
-        os.kill(os.getpid(), -status)
-        return 128 - status
-    return status
+    return _exit_like(int(done["status"]))
+
+
+def _exit_like(status: int) -> int:
+    """Exit status of the client for the job's ``waitstatus_to_exitcode``:
+    a job killed by signal k kills the client with k too (SIGKILL and SIGSTOP
+    cannot be caught, so their disposition is left alone), so the caller
+    sees -k, a shell 128 + k (137 for SIGKILL); 128 + k is also the fallback
+    return value should the client survive its own signal."""
+    if status >= 0:
+        return status
+    sig = -status
+    try:
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), sig)
+        time.sleep(1.0)  # the signal is delivered before kill() returns; this is a safety net
+    except (OSError, ValueError):
+        pass
+    return 128 + sig
 
 
 def _connect(path: Path) -> socket.socket:
@@ -224,20 +245,92 @@ def _handle(conn: socket.socket) -> None:
         if pid == 0:
             conn.close()
             _run_job(req, list(fds))  # never returns
+        try:
+            os.setpgid(pid, pid)  # also done by the child: whichever runs first, killpg finds the group
+        except OSError:
+            pass
         for fd in fds:
             os.close(fd)
         _send(conn, {"pid": pid})
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        _send(conn, {"status": code})
+        status = _wait_or_kill(pid, conn)
+        if status is not None:
+            _send(conn, {"status": os.waitstatus_to_exitcode(status)})
     finally:
         os._exit(0)
+
+
+def _wait_or_kill(pid: int, conn: socket.socket) -> int | None:
+    """Wait for job ``pid``; if its client goes away first (the socket hangs
+    up: the client, or the workflow around it, was killed), SIGKILL the
+    job's process group at once, before it can write outputs nobody will
+    record, and return None. Otherwise return the job's wait status."""
+    import select
+
+    try:
+        pidfd = os.pidfd_open(pid)  # Linux >= 5.3: readable when the job exits
+    except (AttributeError, OSError):
+        pidfd = -1  # elsewhere: poll the job every 0.1 s
+    try:
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
+        if pidfd >= 0:
+            poller.register(pidfd, select.POLLIN)
+        while True:
+            events = dict(poller.poll(None if pidfd >= 0 else 100))
+            if pidfd in events:
+                return os.waitpid(pid, 0)[1]
+            if pidfd < 0:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    return status
+            if conn.fileno() in events:
+                try:
+                    gone = not conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    gone = False
+                except OSError:
+                    gone = True
+                if gone:
+                    _kill_job(pid)
+                    os.waitpid(pid, 0)
+                    return None
+                conn.recv(1 << 16)  # the client sends nothing else; drop stray bytes
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+
+
+def _kill_job(pid: int) -> None:
+    for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        try:
+            kill()
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this job if its handler (the process that watches the
+    client) dies; a no-op elsewhere."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
 
 
 def _run_job(req: dict, fds: list[int]) -> None:
     code = 1
     try:
-        os.setpgid(0, 0)
+        parent = os.getppid()
+        _die_with_parent()
+        if os.getppid() != parent:  # the handler died before prctl took effect
+            os._exit(137)
+        try:
+            os.setpgid(0, 0)
+        except OSError:  # the handler already did it
+            pass
         for target, fd in zip((0, 1, 2), fds):
             os.dup2(fd, target)
         for fd in fds:
