@@ -132,8 +132,11 @@ def test_tiny_run_outputs(tiny_run):
     assert (wga["acc"] - wga["wga"]).abs().max() < 1e-12
     pear = pd.read_csv(res / "tables" / "fig4_pearson.csv")
     for ds in cfg["datasets"]:
-        assert list(pear.loc[pear["dataset"] == ds, "erm_ratio"]) == [float(r) for r in cfg["group_ratios"]]
+        for con in ("subset", "sampled"):
+            sel = (pear["dataset"] == ds) & (pear["construction"] == con)
+            assert list(pear.loc[sel, "erm_ratio"]) == [float(r) for r in cfg["group_ratios"]]
     assert pear["pearson_r"].dropna().between(-1, 1).all()
+    assert pear["pearson_r_train_erm"].dropna().between(-1, 1).all()
     # Every ERM cell cached its embeddings once, for every example.
     import numpy as np
 
@@ -329,3 +332,35 @@ def test_snakemake_internals_the_hooks_use():
     assert "job_rate_limiter" in inspect.getsource(JobScheduler)
     assert "file_permissions" in inspect.getsource(OutputFileCache.__init__)
     assert "dir_permissions" in inspect.getsource(OutputFileCache.__init__)
+
+
+def test_failed_job_error_line_reaches_the_console(tmp_path):
+    """A job's one-line `llr: error:` is in its log; the console shows it too."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["datasets"] = ["synth_waterbirds"]
+    cfg["erm"] = {"synth_waterbirds": {**cfg["erm"]["synth_waterbirds"], "arch": "resnet999"}}
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    res = smk("--cores", "1", "results/tiny/synth_waterbirds/pretrain/backbone.pt", "--configfile", str(p),
+              cwd=tmp_path, check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    lines = [l for l in out.splitlines() if l.startswith("llr: error:")]
+    assert lines and "resnet999" in lines[0] and "logs/tiny/pretrain/synth_waterbirds.log" in lines[0], out[-3000:]
+
+
+def test_cache_key_follows_the_code(tmp_path):
+    """With --cache the training rules' params carry a hash of src/llr (a code
+    change never restores an older result); without it they do not (a code
+    edit never retrains)."""
+    plain = _dry(TINY, tmp_path)
+    os.environ["SNAKEMAKE_OUTPUT_CACHE"] = str(tmp_path / "cache")
+    try:
+        (tmp_path / "cache").mkdir()
+        cached = _dry(TINY, tmp_path, "--cache", "pretrain", "erm")
+    finally:
+        del os.environ["SNAKEMAKE_OUTPUT_CACHE"]
+    erm_plain = [l for l in plain.splitlines() if "-m llr erm" in l]
+    erm_cached = [l for l in cached.splitlines() if "-m llr erm" in l]
+    assert erm_plain and not any('"code":' in l for l in erm_plain)
+    assert erm_cached and all(re.search(r'"code": "[0-9a-f]{16}"', l) for l in erm_cached)

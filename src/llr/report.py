@@ -23,34 +23,41 @@ DEVIATION = ("Deviation from the authors' setup: last-layer retraining (LLR, CB-
              "only AFR tunes its hyperparameters on validation WGA.")
 
 CAPTIONS: dict[str, str] = {
-    "fig2": ("Figure 2. Neural collapse: NC1 = tr(Σ_W Σ_B⁺)/K of the training features per ERM epoch "
-             "(log scale, mean ± std over seeds), the standard epoch count (dashed) and NC1 of the held-out "
-             "features at the end of training (star)."),
+    "fig2": ("Figure 2. Neural collapse: NC1 = tr(Σ_W Σ_B⁺)/K of the training features at every evaluation "
+             "point of ERM (fractional epochs; log scale, mean ± std over seeds), the standard epoch count "
+             "(dashed) and NC1 of the held-out features at the end of training (star)."),
     "fig3": ("Figure 3. Convergence to the hard-margin SVM: directional error between the LLR head "
              "(SGD, lr 1e-3, 10× the standard epochs) and the SVM direction on the held-out features, per "
-             "epoch, mean ± std over seeds."),
+             "epoch, mean ± std over seeds; how many seeds' features were separable."),
     "fig4": ("Figure 4. Group balance of the held-out set: LLR test worst-group accuracy (WGA) across "
-             "held-out group ratios, one line per ERM training group ratio; ERM (triangles), ERM trained "
-             "with the held-out data added (gray) and DFR; mean ± std over seeds, Pearson r in the legend."),
-    "fig4_pearson": ("Figure 4, Pearson r between ERM test WGA over the group ratios and LLR test WGA over "
-                     "the held-out group ratios, per ERM group ratio (each point a mean over seeds)."),
+             "held-out group ratios, one line per ERM training group ratio; the gray line is ERM trained "
+             "with the held-out data added (the paper's ERM), triangles ERM on the training pool only, and "
+             "DFR; mean ± std over seeds. One panel row per held-out construction (data removed, as the "
+             "paper's text; all data kept and ratio reached by sampling, as the authors' plotting script). "
+             "Each panel prints the Pearson r of every LLR line against the gray line."),
+    "fig4_pearson": ("Figure 4, Pearson r with group ratios fixed: for each dataset, held-out construction and "
+                     "ERM ratio, r over the group ratios r between the WGA of ERM trained with the held-out "
+                     "data added at r and the WGA of LLR on the held-out set of ratio r (each point a mean over "
+                     "seeds; pearson_r_seed_std: std of the per-seed r); pearson_r_train_erm uses ERM on the "
+                     "training pool only."),
     "fig5": ("Figure 5. Class balancing: test WGA of ERM trained on 100% of the data (train + held-out) "
              "with each class-balancing mode, and of LLR (no balancing) or class-balanced LLR (CB-LLR) "
              "on the held-out set after the train/held-out split; error bars = std over seeds."),
-    "fig6": ("Figure 6. Group balancing dynamics: test WGA per epoch of ERM on 100% of the data with group "
-             "subsetting, upsampling and upweighting (no balancing dashed, as reference); mean ± std over "
-             "seeds."),
+    "fig6": ("Figure 6. Group balancing dynamics: test WGA at every evaluation point of ERM on 100% of the "
+             "data with group subsetting, upsampling and upweighting (no balancing dashed, as reference); "
+             "mean ± std over seeds."),
     "fig7": ("Figure 7. DFR vs class-balanced ERM: test WGA of class-balanced ERM on 100% of the data and "
              "of DFR (LLR on the group-balanced held-out set) for each balancing mode, and AFR; error bars = "
              "std over seeds."),
-    "table1": ("Table 1. Margins and accuracy: Pearson r between a group's minimum or average margin on "
-               "the held-out set and the same LLR head's test accuracy on that group; each point is one "
-               "group × seed × LLR checkpoint."),
+    "table1": ("Table 1. Margins and accuracy, per group as in the paper: Pearson r over seeds × LLR "
+               "checkpoints between a group's minimum or average margin on the held-out set and the same LLR "
+               "head's test accuracy on that group; the paper's r in parentheses."),
     "table2": ("Table 2. Datasets: group counts per split and shares of the training split "
                "(g = y·|S| + s), with differences from the counts printed in the paper."),
-    "paper_comparison": ("Comparison with the paper: each claim, the paper's value where it can be "
-                         "verified, our value, and whether the claim holds on our numbers (computed, "
-                         "not asserted)."),
+    "paper_comparison": ("Comparison with the paper: one row per claim and dataset, the paper's value where it "
+                         "gives one, ours with its spread over seeds, and whether the claim holds (yes / no / "
+                         "inconclusive when the seed spread covers both outcomes) by the decision rule stated "
+                         "in the row, computed from our numbers."),
 }
 
 _CSS = """
@@ -63,7 +70,7 @@ figcaption, .caption { font-size: .92em; color: #333; margin: .4em 0 .8em; }
 table { border-collapse: collapse; font-size: .85em; margin: .5em 0; }
 th, td { border: 1px solid #ccc; padding: .25em .5em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.yes { background: #e3f5e1; } td.no { background: #fbe3e3; }
+td.yes { background: #e3f5e1; } td.no { background: #fbe3e3; } td.inconclusive { background: #fff6d6; }
 .scroll { overflow-x: auto; }
 """
 
@@ -90,7 +97,7 @@ def csv_html(path: str | os.PathLike) -> str:
         cells = []
         for c, v in zip(df.columns, row):
             cls = "num" if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
-            if c == "holds" and str(v) in ("yes", "no"):
+            if c == "holds" and str(v) in ("yes", "no", "inconclusive"):
                 cls = str(v)
             cells.append(f'<td class="{cls}">{html.escape(_fmt(v))}</td>' if cls else
                          f"<td>{html.escape(_fmt(v))}</td>")
@@ -156,6 +163,17 @@ def markdown_html(text: str) -> str:
     return "\n".join(out)
 
 
+def table1_layout(path: str | os.PathLike) -> str:
+    """Table 1 in the paper's layout (llr.plots.table1_markdown) from a tidy
+    table1.csv; empty when the file lacks its columns (an older layout)."""
+    from llr.plots import TABLE1_COLUMNS, table1_markdown
+
+    df = pd.read_csv(path)
+    if not set(TABLE1_COLUMNS) <= set(df.columns) or df.empty:
+        return ""
+    return table1_markdown(df)
+
+
 def _img(path: str) -> str:
     data = Path(path).read_bytes()
     if not data.startswith(b"\x89PNG"):
@@ -168,7 +186,9 @@ def build_report(figures: list[str], tables: list[str], out_html: str | os.PathL
     """Write a self-contained HTML page: ``figures`` (PNG paths) embedded as
     base64 images, ``tables`` (.csv or .md) rendered as HTML tables, each with
     its caption from CAPTIONS (by file stem). When a stem comes as both .md
-    and .csv, the Markdown is shown and the CSV is folded below it.
+    and .csv, the Markdown is shown and the CSV is folded below it; a lone
+    table1.csv is shown in the paper's layout (one small table per dataset)
+    with the CSV folded below.
     Returns the HTML."""
     for p in [*figures, *tables]:
         if not Path(p).is_file():
@@ -198,8 +218,14 @@ def build_report(figures: list[str], tables: list[str], out_html: str | os.PathL
                      f"{html.escape(caption(stem), quote=False)}</strong></p>")
         for p in md:
             parts.append(markdown_html(Path(p).read_text()))
+        laid_out = False
+        if stem == "table1" and not md and csv:  # the paper's layout, built from the tidy CSV
+            layout = table1_layout(csv[0])
+            if layout:
+                parts.append(markdown_html(layout))
+                laid_out = True
         for p in csv:
-            if md:
+            if md or laid_out:
                 parts.append(f"<details><summary>{html.escape(Path(p).name)}</summary>{csv_html(p)}</details>")
             else:
                 parts.append(csv_html(p))

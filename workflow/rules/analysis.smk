@@ -17,7 +17,7 @@ rule svm_convergence:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} svm --dataset {wildcards.dataset} --embeddings {input.emb} --metadata {input.meta} "
+        "python -m llr svm --dataset {wildcards.dataset} --embeddings {input.emb} --metadata {input.meta} "
         "--split {input.split} --epochs {params.epochs} --seed {wildcards.seed} --out {output} > {log} 2>&1"
 
 
@@ -36,6 +36,6 @@ rule margins:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} margins --dataset {wildcards.dataset} --embeddings {input.emb} --metadata {input.meta} "
+        "python -m llr margins --dataset {wildcards.dataset} --embeddings {input.emb} --metadata {input.meta} "
         "--split {input.split} --epochs {params.epochs} --checkpoints {params.checkpoints} "
         "--seed {wildcards.seed} --out {output} > {log} 2>&1"

@@ -48,7 +48,9 @@ def bench(path):
 
 
 # Jobs start through a warm fork server (llr.forkserver) unless forkserver: false.
-PY = ("LLR_FORKSERVER=1 " if config.get("forkserver", True) else "") + "python -m llr"
+if config.get("forkserver", True):
+
+    shell.prefix("export LLR_FORKSERVER=1; ")
 DATASETS = list(config["datasets"])
 SEEDS = [int(s) for s in config["seeds"]]
 RATIOS = [str(float(r)) for r in config["group_ratios"]]
@@ -65,6 +67,15 @@ def is_synthetic(ds):
     from llr.data import get_spec
 
     return get_spec(ds).synthetic
+
+
+def synthetic_names(modality=None):
+    """Wildcard alternatives of the registered synthetic datasets."""
+    from llr.data import DATASETS as _SPECS
+
+    return _alt(
+        [n for n, sp in _SPECS.items() if sp.synthetic and modality in (None, sp.modality)]
+    )
 
 
 def _alt(values):
@@ -211,7 +222,7 @@ def comparison_inputs():
         if fig in FIGURES:
             out.append(res(f"tables/{f}.csv"))
     if "table1" in TABLES:
-        out.append(res("tables/table1.csv"))
+        out += [res("tables/table1.csv"), res("tables/table1_margins.csv")]
     return out
 
 

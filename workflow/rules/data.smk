@@ -1,19 +1,12 @@
 # Dataset preparation, held-out carving and group-ratio subsets.
 
 
-def _synthetic(modality):
-    from llr.data import DATASETS as _SPECS
-
-    names = [n for n, sp in _SPECS.items() if sp.synthetic and sp.modality == modality]
-    return _alt(names)
-
-
 rule prepare_synthetic:
     output:
         meta=res("{dataset}/metadata.csv"),
         inputs=res("{dataset}/inputs.npy"),
     wildcard_constraints:
-        dataset=_synthetic("image"),
+        dataset=synthetic_names("image"),
     params:
         p=lambda wc: prepare_params(wc.dataset),
     log:
@@ -21,7 +14,7 @@ rule prepare_synthetic:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} prepare --dataset {wildcards.dataset} --params '{params.p}' "
+        "python -m llr prepare --dataset {wildcards.dataset} --params '{params.p}' "
         "--out-metadata {output.meta} --out-inputs {output.inputs} > {log} 2>&1"
 
 
@@ -30,7 +23,7 @@ rule prepare_synthetic_text:
         meta=res("{dataset}/metadata.csv"),
         inputs=res("{dataset}/tokens.npz"),
     wildcard_constraints:
-        dataset=_synthetic("text"),
+        dataset=synthetic_names("text"),
     params:
         p=lambda wc: prepare_params(wc.dataset),
     log:
@@ -38,7 +31,7 @@ rule prepare_synthetic_text:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} prepare --dataset {wildcards.dataset} --params '{params.p}' "
+        "python -m llr prepare --dataset {wildcards.dataset} --params '{params.p}' "
         "--out-metadata {output.meta} --out-inputs {output.inputs} > {log} 2>&1"
 
 
@@ -54,7 +47,7 @@ rule prepare_real:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} prepare --dataset {wildcards.dataset} --data-root {params.root} "
+        "python -m llr prepare --dataset {wildcards.dataset} --data-root {params.root} "
         "--out-metadata {output} > {log} 2>&1"
 
 
@@ -76,7 +69,7 @@ rule inputs_real:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} inputs --dataset {wildcards.dataset} --metadata {input} --data-root {params.root} "
+        "python -m llr inputs --dataset {wildcards.dataset} --metadata {input} --data-root {params.root} "
         "--params '{params.p}' --out {output} > {log} 2>&1"
 
 
@@ -84,7 +77,7 @@ rule pretrain:
     output:
         res("{dataset}/pretrain/backbone.pt"),
     wildcard_constraints:
-        dataset=_synthetic("image") + "|" + _synthetic("text"),
+        dataset=synthetic_names(),
     params:
         p=lambda wc: pretrain_params(wc.dataset),
         log_csv=res("{dataset}/pretrain/log.csv"),
@@ -99,7 +92,7 @@ rule pretrain:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} pretrain --dataset {wildcards.dataset} --params '{params.p}' "
+        "python -m llr pretrain --dataset {wildcards.dataset} --params '{params.p}' "
         "--out {output} --log-csv {params.log_csv} > {log} 2>&1"
 
 
@@ -116,7 +109,7 @@ rule split:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} split --dataset {wildcards.dataset} --metadata {input} --seed {wildcards.seed} "
+        "python -m llr split --dataset {wildcards.dataset} --metadata {input} --seed {wildcards.seed} "
         "--out {output} > {log} 2>&1"
 
 
@@ -131,5 +124,5 @@ rule subset:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} subset --dataset {wildcards.dataset} --metadata {input.meta} --split {input.split} "
+        "python -m llr subset --dataset {wildcards.dataset} --metadata {input.meta} --split {input.split} "
         "--role {wildcards.role} --ratio {wildcards.ratio} --seed {wildcards.seed} --out {output} > {log} 2>&1"

@@ -32,7 +32,7 @@ rule erm:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} erm --dataset {wildcards.dataset} --metadata {input.meta} --split {input.split} "
+        "python -m llr erm --dataset {wildcards.dataset} --metadata {input.meta} --split {input.split} "
         "--inputs {input.inputs} {params.subset} {params.pretrained} --cell {wildcards.erm} "
         "--seed {wildcards.seed} --params '{params.p}' --outdir {params.outdir} > {log} 2>&1"
 

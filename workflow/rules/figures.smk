@@ -15,7 +15,7 @@ rule collect:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} collect --kind runs --out {output} {input} > {log} 2>&1"
+        "python -m llr collect --kind runs --out {output} {input} > {log} 2>&1"
 
 
 rule collect_logs:
@@ -30,7 +30,7 @@ rule collect_logs:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} collect --kind logs --out {output} {input} > {log} 2>&1"
+        "python -m llr collect --kind logs --out {output} {input} > {log} 2>&1"
 
 
 rule collect_analysis:
@@ -45,7 +45,7 @@ rule collect_analysis:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} collect --kind analysis --out {output} {input} > {log} 2>&1"
+        "python -m llr collect --kind analysis --out {output} {input} > {log} 2>&1"
 
 
 # One rule per figure (a caption per file: `snakemake --report` reads
@@ -69,7 +69,7 @@ for _fig in ("fig2", "fig3", "fig5", "fig6", "fig7"):
         conda:
             "../../envs/llr.yaml"
         shell:
-            "{PY} plot {params.fig} --inputs {input.data} --out {output.png} {output.pdf} "
+            "python -m llr plot {params.fig} --inputs {input.data} --out {output.png} {output.pdf} "
             "--params '{params.p}' > {log} 2>&1"
 
 
@@ -88,7 +88,7 @@ rule fig4:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} plot fig4 --inputs {input.runs} --out {output.png} {output.pdf} {output.pearson} "
+        "python -m llr plot fig4 --inputs {input.runs} --out {output.png} {output.pdf} {output.pearson} "
         "--params '{params.p}' > {log} 2>&1"
 
 
@@ -104,7 +104,7 @@ rule table1:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} plot table1 --inputs {input.data} --out {output.csv} {output.md} > {log} 2>&1"
+        "python -m llr plot table1 --inputs {input.data} --out {output.csv} {output.md} > {log} 2>&1"
 
 
 rule table2:
@@ -118,7 +118,7 @@ rule table2:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} table2 --metadata {input} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        "python -m llr table2 --metadata {input} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
 
 rule paper_comparison:
@@ -134,7 +134,7 @@ rule paper_comparison:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} plot paper_comparison --inputs {input.data} --out {output} --params '{params.p}' > {log} 2>&1"
+        "python -m llr plot paper_comparison --inputs {input.data} --out {output} --params '{params.p}' > {log} 2>&1"
 
 
 rule report:
@@ -148,4 +148,4 @@ rule report:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} plot report --inputs {input.data} --out {output} > {log} 2>&1"
+        "python -m llr plot report --inputs {input.data} --out {output} > {log} 2>&1"

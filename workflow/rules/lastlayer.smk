@@ -20,6 +20,6 @@ rule lastlayer:
     conda:
         "../../envs/llr.yaml"
     shell:
-        "{PY} lastlayer --embeddings {input.emb} --head {input.head} --metadata {input.meta} "
+        "python -m llr lastlayer --embeddings {input.emb} --head {input.head} --metadata {input.meta} "
         "--split {input.split} {params.heldout} --method {wildcards.method} "
         "--params '{params.hp}' --seed {wildcards.seed} --epochs {params.epochs} --out {output} > {log} 2>&1"
