@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -135,7 +136,8 @@ def cmd_lastlayer(a) -> None:
 
     run_lastlayer_job(embeddings=a.embeddings, head=a.head, metadata=a.metadata, split=a.split,
                       heldout=a.heldout, method=a.method, params=_json(a.params), seed=a.seed,
-                      epochs=a.epochs, out_json=a.out, device=a.device)
+                      epochs=a.epochs, out_json=a.out, device=a.device,
+                      heldout_sampling_ratio=a.heldout_sampling_ratio)
 
 
 def cmd_collect(a) -> None:
@@ -155,7 +157,9 @@ def _heldout_test(a):
     meta = read_metadata(a.metadata)
     spec = get_spec(a.dataset)
     roles = pd.read_csv(a.split)["role"].to_numpy()
-    emb = np.load(a.embeddings, mmap_mode="r")
+    from llr.io import load_embeddings
+
+    emb = load_embeddings(a.embeddings)
     if emb.shape[0] != len(meta):
         raise LLRError(f"{a.embeddings}: {emb.shape[0]} rows, metadata {a.metadata} has {len(meta)}")
     out = {}
@@ -200,6 +204,64 @@ def cmd_table2(a) -> None:
     from llr.tables import write_table2
 
     write_table2(a.metadata, a.out_csv, a.out_md)
+
+
+def cmd_fixtures(a) -> None:
+    """Miniature copies of the four real datasets (a dress rehearsal)."""
+    from llr.data import get_spec
+    from llr.fixtures import write_fixtures
+
+    counts = write_fixtures(a.dir, a.seed, datasets=a.datasets, total=a.total, tiny_bert=a.tiny_bert)
+    for name, per_split in counts.items():
+        spec = get_spec(name)
+        groups = ", ".join(spec.group_name(g) for g in range(spec.n_groups))
+        print(f"{name}: groups ({groups}): " + "; ".join(f"{sp} {c}" for sp, c in per_split.items()))
+    print(f"wrote {Path(a.dir) / '<dataset>'}, {Path(a.dir) / 'bert_vocab'} and {Path(a.dir) / 'fixtures.json'}")
+
+
+def _load_configs(files: list[str]) -> dict:
+    """YAML config files merged in order (later keys win, nested dicts merged)."""
+    import yaml
+
+    def merge(a: dict, b: dict) -> dict:
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        return out
+
+    config: dict = {}
+    for f in files:
+        try:
+            with open(f) as fh:
+                value = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as e:
+            raise LLRError(f"{f}: not valid YAML ({' '.join(str(e).split())[:160]})") from None
+        if not isinstance(value, dict):
+            raise LLRError(f"{f}: expected a YAML mapping of config keys, got {type(value).__name__}")
+        config = merge(config, value)
+    return config
+
+
+def cmd_doctor(a) -> None:
+    """Check the configured real datasets and pretrained weights; print a
+    table; exit non-zero on any problem."""
+    from llr.preflight import apply_strict, doctor_rows, format_report
+
+    config = _load_configs(a.configfile)
+    data_root = a.data_root or os.environ.get("LLR_DATA_ROOT") or config.get("data_root", "data")
+    datasets = config.get("datasets") or []
+    if not datasets:
+        raise LLRError(f"{a.configfile[-1]}: key 'datasets' missing or empty; expected a list of dataset names")
+    rows = doctor_rows(datasets, data_root, config, sample=a.sample)
+    if a.strict:
+        apply_strict(rows)
+    print(format_report(rows, data_root))
+    problems = [r.detail for r in rows if r.problem]
+    for p in problems:
+        print(f"llr: error: {p}", file=sys.stderr)
+    if problems:
+        raise LLRError(f"doctor: {len(problems)} problem(s) found (listed above)")
+    print("\ndoctor: no problems found")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--heldout-sampling-ratio", type=float, default=None, metavar="R",
+                   help="with --heldout full and --method llr: keep every held-out example and sample "
+                        "so that each class's minority/majority mass is R (the authors' construction)")
     p.set_defaults(func=cmd_lastlayer)
 
     p = sub.add_parser("collect", help="tidy CSVs: runs (one row per run, role, group), logs, analysis")
@@ -288,6 +353,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     p.set_defaults(func=cmd_table2)
+
+    p = sub.add_parser("fixtures", help="miniature copies of the real datasets in their real layouts")
+    p.add_argument("dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--datasets", nargs="+", default=["waterbirds", "celeba", "civilcomments", "multinli"])
+    p.add_argument("--total", type=int, default=480, help="examples per dataset (before the per-group minimum)")
+    p.add_argument("--tiny-bert", action="store_true",
+                   help="also write a randomly initialized tiny BERT into DIR/bert_vocab (a complete model folder)")
+    p.set_defaults(func=cmd_fixtures)
+
+    p = sub.add_parser("doctor", help="check the configured datasets and pretrained weights before a run")
+    p.add_argument("--configfile", nargs="+", required=True)
+    p.add_argument("--data-root", help="overrides LLR_DATA_ROOT and the config's data_root")
+    p.add_argument("--sample", type=int, default=2000, help="image files checked per dataset (a seeded sample)")
+    p.add_argument("--strict", action="store_true",
+                   help="also fail when a metadata sha256 or the group counts differ from the official ones")
+    p.set_defaults(func=cmd_doctor)
     return ap
 
 
@@ -297,5 +379,10 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except LLRError as e:
         print(f"llr: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # full disk, missing or unreadable file, permissions: one line, no traceback
+        where = f"{e.filename}: " if e.filename is not None else ""
+        cause = os.strerror(e.errno).lower() if e.errno else str(e)
+        print(f"llr: error: {where}{cause}", file=sys.stderr)
         return 2
     return 0
