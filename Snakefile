@@ -21,6 +21,7 @@ include: "workflow/rules/erm.smk"
 include: "workflow/rules/lastlayer.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/beyond.smk"
 
 
 rule all:

@@ -27,6 +27,11 @@ except LLRError as e:
     _fail(e)
 
 DATA_ROOT = os.environ.get("LLR_DATA_ROOT", config["data_root"])
+# A model folder may live beside the data: "{data_root}" in a model_path.
+for _erm in config["erm"].values():
+    for _block in (_erm, _erm.get("section2") or {}):
+        if isinstance(_block.get("model_path"), str):
+            _block["model_path"] = _block["model_path"].replace("{data_root}", DATA_ROOT)
 SRC = os.path.join(workflow.basedir, "src", "llr")
 # Each config writes into its own folders (results_dir, logs_dir): a tiny or a
 # paper-grid run never overwrites the embedded default's results/.
@@ -223,6 +228,10 @@ def comparison_inputs():
             out.append(res(f"tables/{f}.csv"))
     if "table1" in TABLES:
         out += [res("tables/table1.csv"), res("tables/table1_margins.csv")]
+    if "fig8" in FIGURES:
+        out.append(res("tables/fig8_effective_ratio.csv"))
+    if "ablation_caching" in FIGURES:
+        out.append(res("tables/ablation_caching.csv"))
     return out
 
 
@@ -231,6 +240,10 @@ def report_inputs():
     tabs = [res(f"tables/{t}.csv") for t in TABLES]
     if "fig4" in FIGURES:
         tabs.append(res("tables/fig4_pearson.csv"))
+    if "fig8" in FIGURES:
+        tabs.append(res("tables/fig8_correlation.csv"))
+    if "ablation_caching" in FIGURES:
+        tabs.append(res("tables/ablation_caching_summary.csv"))
     return figs + tabs
 
 
@@ -240,6 +253,10 @@ def all_targets():
         out += [res(f"figures/{fig}.png"), res(f"figures/{fig}.pdf")]
     if "fig4" in FIGURES:
         out.append(res("tables/fig4_pearson.csv"))
+    if "fig8" in FIGURES:
+        out.append(res("tables/fig8_correlation.csv"))
+    if "ablation_caching" in FIGURES:
+        out.append(res("tables/ablation_caching_summary.csv"))
     out += [res(f"tables/{t}.csv") for t in TABLES]
     if config.get("report", False):
         out.append(res("report.html"))
