@@ -73,9 +73,10 @@ def test_group_ratio_subset_counts_and_seeds():
 def test_ratio_out_of_range_and_unsatisfiable():
     with pytest.raises(LLRError, match="out of range"):
         group_ratio_targets(np.array([10, 5, 5, 10]), 1.5, WB)
-    # m = 5 but a majority group has only 6 < 2 * 5 * (1 - p) for small r.
-    with pytest.raises(LLRError, match="cannot be satisfied: group 0"):
-        group_ratio_targets(np.array([6, 5, 5, 10]), 0.05, WB)
+    # a majority group smaller than 2m bounds the class total instead of failing
+    assert group_ratio_targets(np.array([6, 5, 5, 10]), 1.0, WB).tolist() == [3, 3, 3, 3]
+    with pytest.raises(LLRError, match="group 2 .* is empty"):
+        group_ratio_targets(np.array([6, 5, 0, 10]), 0.5, WB)
 
 
 def _meta(n_train=1000, n_val=400, n_test=400):
@@ -276,3 +277,24 @@ def test_erm_cell_names():
     for bad in ("train_class_none", "full_none", "train_group", "train_ratiox_none"):
         with pytest.raises(LLRError):
             ErmCell.parse(bad)
+
+
+def test_group_ratio_targets_when_a_majority_group_is_small():
+    """Real CivilComments train counts: toxic-identity (17,784) is smaller than
+    2m (2 x 12,731), so every class keeps 17,784, feasible at every ratio,
+    and the total is the same for every ratio (paper section 3.1)."""
+    from llr.data import get_spec
+
+    spec = get_spec("civilcomments")
+    counts = np.array([148186, 90337, 12731, 17784])
+    totals = set()
+    for r in (0.05, 0.1, 0.2, 0.5, 1.0):
+        t = group_ratio_targets(counts, r, spec)
+        assert (t <= counts).all()
+        assert t[0] + t[1] == t[2] + t[3] == 17784
+        assert t[1] == int(np.floor(17784 * r / (1 + r) + 0.5)) and t[2] == t[1]
+        totals.add(int(t.sum()))
+    assert totals == {2 * 17784}
+    # the usual case is unchanged: Waterbirds keeps 2m per class
+    wb = group_ratio_targets(np.array([3498, 184, 56, 1057]), 0.2, get_spec("waterbirds"))
+    assert wb.tolist() == [112 - 19, 19, 19, 112 - 19]

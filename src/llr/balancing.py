@@ -52,12 +52,17 @@ def heldout_split(meta: pd.DataFrame, spec: DatasetSpec, seed: int) -> pd.DataFr
 
 
 def group_ratio_targets(counts: np.ndarray, ratio: float, spec: DatasetSpec) -> np.ndarray:
-    """Per-group target counts of the group-ratio subset (DESIGN section 4).
+    """Per-group target counts of the group-ratio subset (paper section 3.1:
+    data removed until each class has group ratio r, the total the same for
+    every r).
 
-    m is the smallest group count; every class keeps 2m examples; with
-    p = r / (1 + r) a class's minority group keeps round(2mp) and its majority
-    group the rest, so the class total is exactly 2m. Classes declared
-    balanced keep m per group.
+    Every class keeps T = min(2m, smallest majority-group count) examples, m
+    the smallest group count; with p = r / (1 + r) a class's minority group
+    keeps round(T p) and its majority group the rest. T is feasible for every
+    r in (0, 1]: T p <= m for p <= 1/2, and T (1 - p) <= the majority count.
+    T = 2m unless a majority group is smaller than 2m (real CivilComments:
+    toxic-identity 17,784 < 2 x 12,731), where 2m would fail at small r.
+    Classes declared balanced keep T / 2 per group.
     """
     if not (0.0 < ratio <= 1.0):
         raise LLRError(f"group ratio {ratio!r} out of range, expected a number in (0, 1]")
@@ -67,21 +72,30 @@ def group_ratio_targets(counts: np.ndarray, ratio: float, spec: DatasetSpec) -> 
     if spec.n_spurious != 2:
         raise LLRError(f"{spec.name}: group-ratio subsets need 2 spurious values, got {spec.n_spurious}")
     m = int(counts.min())
+    if m == 0:
+        g = int(np.argmin(counts))
+        raise LLRError(f"{spec.name}: group {g} ({spec.group_name(g)}) is empty; a group-ratio subset needs "
+                       f"every group")
     p = ratio / (1.0 + ratio)
-    targets = np.zeros_like(counts)
+    pairs = {}
     for y in range(spec.n_classes):
         gs = [y * 2, y * 2 + 1]
         if y in spec.balanced_classes:
-            targets[gs] = m
             continue
         minority = [g for g in gs if g in spec.minority_groups]
         if len(minority) != 1:
             raise LLRError(f"{spec.name}: class {y} needs exactly one minority group, has {minority}")
-        mino = minority[0]
-        majo = gs[0] if gs[1] == mino else gs[1]
-        k = int(np.floor(2 * m * p + 0.5))
+        pairs[y] = (minority[0], gs[0] if gs[1] == minority[0] else gs[1])
+    total = min([2 * m] + [int(counts[majo]) for _, majo in pairs.values()])
+    targets = np.zeros_like(counts)
+    for y in range(spec.n_classes):
+        if y not in pairs:
+            targets[[y * 2, y * 2 + 1]] = total // 2
+            continue
+        mino, majo = pairs[y]
+        k = int(np.floor(total * p + 0.5))
         targets[mino] = k
-        targets[majo] = 2 * m - k
+        targets[majo] = total - k
     short = np.flatnonzero(targets > counts)
     if len(short):
         g = int(short[0])
