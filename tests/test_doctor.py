@@ -150,13 +150,13 @@ def test_doctor_missing_imagenet_weights(tmp_path, data):
     rc, _, errors = doctor(tmp_path, cfg, env=env)
     assert rc != 0 and len(errors) == 3
     ckpt = torch_home / "hub" / "checkpoints"
-    assert str(ckpt / "resnet50-11ad3fa6.pth") in errors[0] and "download.pytorch.org/models" in errors[0]
+    assert str(ckpt / "resnet50-0676ba61.pth") in errors[0] and "download.pytorch.org/models" in errors[0]
     assert str(ckpt / "resnet18-f37072fd.pth") in errors[1] and "section2" in errors[1]
     ckpt.mkdir(parents=True)  # weights present: no problem left
-    for fn in ("resnet50-11ad3fa6.pth", "resnet18-f37072fd.pth"):
+    for fn in ("resnet50-0676ba61.pth", "resnet18-f37072fd.pth"):
         (ckpt / fn).write_bytes(b"")
     rc, stdout, errors = doctor(tmp_path, cfg, env=env)
-    assert rc == 0 and errors == [] and "ImageNet weights IMAGENET1K_V2 at" in stdout
+    assert rc == 0 and errors == [] and "ImageNet weights IMAGENET1K_V1 at" in stdout
 
 
 def test_doctor_hub_model_cache(tmp_path, data):

@@ -62,3 +62,53 @@ def test_small_resnet_matches_plain_convolutions():
     for (n, p), (_, q) in zip(model.named_parameters(), plain.named_parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-8, atol=1e-10, msg=n)
     assert use_small_input_convs(nn.Sequential(nn.Conv2d(1, 1, 1)))[0].__class__ is SmallInputConv2d
+
+
+@pytest.mark.parametrize("arch,enum", [("resnet18", "ResNet18_Weights"), ("resnet50", "ResNet50_Weights")])
+def test_imagenet_weights_are_v1(monkeypatch, arch, enum):
+    """With ImageNet weights requested the builder asks torchvision for
+    exactly ``IMAGENET1K_V1`` (the authors' milkshake), without one otherwise;
+    no download: the torchvision builder is replaced by a recording stub."""
+    import torchvision
+
+    from llr.errors import LLRError
+    from llr.models import imagenet_weights
+
+    want = getattr(getattr(torchvision.models, enum), "IMAGENET1K_V1")
+    real = getattr(torchvision.models, arch)
+    asked = []
+
+    def stub(*, weights=None):
+        asked.append(weights)
+        return real(weights=None)
+
+    monkeypatch.setattr(torchvision.models, arch, stub)
+    model = build_model(arch, 3, pretrained=True)
+    assert len(asked) == 1 and asked[0] is want and asked[0].name == "IMAGENET1K_V1"
+    assert imagenet_weights(arch) is want
+    assert model.head.out_features == 3 and model.head.in_features == {"resnet18": 512, "resnet50": 2048}[arch]
+    build_model(arch, 2, pretrained=False)
+    assert asked[1] is None
+
+    def offline(*, weights=None):
+        raise RuntimeError("no network")
+
+    monkeypatch.setattr(torchvision.models, arch, offline)
+    with pytest.raises(LLRError, match=f"{arch}: ImageNet weights {enum}.IMAGENET1K_V1 unavailable"):
+        build_model(arch, 2, pretrained=True)
+
+
+def test_resnet50_small_is_torchvision_bottleneck_resnet():
+    """The rehearsal's ResNet-50 stand-in: torchvision's ResNet class with
+    Bottleneck blocks, 2048-d features like ResNet-50, never ImageNet weights."""
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    from llr.errors import LLRError
+
+    m = build_model("resnet50-small", 3)
+    assert isinstance(m.backbone, ResNet) and isinstance(m.backbone.layer4[0], Bottleneck)
+    assert [len(getattr(m.backbone, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+    assert m.head.in_features == 2048 and m.head.out_features == 3
+    assert m.embed(torch.zeros(2, 3, 32, 32)).shape == (2, 2048)
+    with pytest.raises(LLRError, match="no ImageNet weights"):
+        build_model("resnet50-small", 2, pretrained=True)

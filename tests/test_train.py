@@ -6,7 +6,6 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,8 @@ import torch
 from llr.balancing import balance
 from llr.images import ImageInputs, synth_waterbirds
 from llr.models import build_model
-from llr.train import TrainConfig, lr_factor, make_optimizer, train
+from llr.errors import LLRError
+from llr.train import TrainConfig, eval_steps, lr_factor, make_optimizer, train
 
 SIZES = {"train": [60, 12, 12, 36], "val": [8, 8, 8, 8], "test": [8, 8, 8, 8]}
 PARAMS = {"arch": "resnet18-small", "epochs": 3, "lr": 1e-3, "image_size": 16, "sizes": SIZES, "threads": 1}
@@ -89,17 +89,61 @@ def test_same_seed_identical():
         assert torch.equal(a, b), n
 
 
-def test_resume_after_kill_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("evals_per_epoch", [1, 3])
+def test_resume_after_kill_equals_uninterrupted(tmp_path, evals_per_epoch):
     ckpt = tmp_path / "resume.pt"
     with pytest.raises(KeyboardInterrupt):
-        _run(3, resume=ckpt, stop_after=2)
+        _run(3, resume=ckpt, stop_after=2, evals_per_epoch=evals_per_epoch)
     assert ckpt.exists()
-    m_res, r_res = _run(3, resume=ckpt)
-    m_ref, r_ref = _run(3)
+    m_res, r_res = _run(3, resume=ckpt, evals_per_epoch=evals_per_epoch)
+    m_ref, r_ref = _run(3, evals_per_epoch=evals_per_epoch)
     strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]
+    assert len(r_ref.log) == 3 * len(eval_steps(4, evals_per_epoch))
     assert strip(r_res.log) == strip(r_ref.log)
     for a, b in zip(m_res.state_dict().values(), m_ref.state_dict().values()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("S, E, points", [
+    (4, 1, [4]), (4, 2, [2, 4]), (4, 3, [2, 3, 4]), (4, 4, [1, 2, 3, 4]), (2, 5, [1, 2]),
+    (10, 4, [3, 5, 8, 10]), (100, 4, [25, 50, 75, 100]), (1, 3, [1]), (0, 2, []),
+])
+def test_eval_steps(S, E, points):
+    assert eval_steps(S, E) == points
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_evals_per_epoch_must_be_positive_int(bad):
+    with pytest.raises(LLRError, match=f"evals_per_epoch = {bad!r}, expected an integer >= 1"):
+        TrainConfig(epochs=1, evals_per_epoch=bad)
+    with pytest.raises(LLRError, match="nc1_global_mean = 'median'"):
+        TrainConfig(epochs=1, nc1_global_mean="median")
+
+
+def test_evals_per_epoch_rows_and_training_unchanged():
+    """3 evaluations per epoch of 4 steps: rows after steps 2, 3, 4 of each
+    epoch (epoch 0.5, 0.75, 1.0, ...); each train_loss is the mean over the
+    steps since the previous row, so their step-weighted mean is the epoch's
+    loss of the once-per-epoch run; evaluating more often changes neither
+    training (same weights) nor the end-of-epoch evaluations."""
+    m1, r1 = _run(2, nc1=True)
+    m3, r3 = _run(2, nc1=True, evals_per_epoch=3)
+    assert [r["epoch"] for r in r1.log] == [1.0, 2.0] and [r["step"] for r in r1.log] == [4, 8]
+    assert [r["epoch"] for r in r3.log] == [0.5, 0.75, 1.0, 1.5, 1.75, 2.0]
+    assert [r["step"] for r in r3.log] == [2, 3, 4, 6, 7, 8]
+    assert all(isinstance(r["epoch"], float) and isinstance(r["step"], int) for r in r3.log)
+    for e in range(2):
+        seg = r3.log[3 * e:3 * e + 3]
+        mean = (2 * seg[0]["train_loss"] + seg[1]["train_loss"] + seg[2]["train_loss"]) / 4
+        assert mean == pytest.approx(r1.log[e]["train_loss"], rel=1e-6)
+        assert len({r["train_loss"] for r in seg}) == 3
+    for a, b in zip(m1.state_dict().values(), m3.state_dict().values()):
+        assert torch.equal(a, b)
+    skip = {"seconds", "train_loss"}
+    for a, b in zip(r1.log, r3.log[2::3]):
+        assert {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
+    assert all("train_nc1" in r and r["train_nc1"] > 0 for r in r3.log)
+    assert all(set(r) == set(r3.log[0]) for r in r3.log)
 
 
 def test_checkpoint_min_seconds_skips_early_checkpoints(tmp_path):
@@ -163,3 +207,66 @@ def test_nan_loss_stops_with_message_and_no_outputs(prepared):
     assert lines[-1].startswith("llr: error: training loss became nan in epoch 1"), res.stderr
     left = sorted(p.name for p in (prepared / "nan").iterdir()) if (prepared / "nan").exists() else []
     assert left == []
+
+
+@pytest.mark.parametrize("global_mean", ["class_means", "all"])
+def test_erm_job_nc1_equals_recomputed_from_embeddings(prepared, global_mean):
+    """With nc1 on, metrics.json's NC1 (training pool and held-out set, final
+    model) equals NC1 recomputed from the written float16 embeddings.npy for
+    the same examples within 1%, with the configured global mean; the log has
+    evals_per_epoch rows per epoch, each with the training pool's NC1, the
+    last one from the same final pass as metrics.json."""
+    import pandas as pd
+
+    from llr.analysis import nc1
+
+    out = prepared / f"nc1_{global_mean}"
+    res = _erm(prepared, out.name, epochs=2, nc1=True, evals_per_epoch=2, nc1_global_mean=global_mean)
+    assert res.returncode == 0, res.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["nc1"]["global_mean"] == global_mean
+    emb = np.load(out / "embeddings.npy")
+    assert emb.dtype == np.float16
+    meta = pd.read_csv(prepared / "meta.csv")
+    roles = pd.read_csv(prepared / "split.csv")["role"].to_numpy()
+    y = meta["y"].to_numpy()
+    for role, key in (("train", "train"), ("heldout", "heldout")):
+        pos = np.flatnonzero(roles == role)
+        ref = nc1(emb[pos], y[pos], 2, global_mean=global_mean)
+        assert m["nc1"][key] == pytest.approx(ref, rel=0.01)
+        if role == "train":  # 60 vs 36 examples per class: the option matters (held-out: 12 and 12)
+            other = nc1(emb[pos], y[pos], 2, global_mean="all" if global_mean == "class_means" else "class_means")
+            assert abs(other - ref) > 0.03 * ref
+    log = pd.read_csv(out / "log.csv")
+    # 96 training examples, batch 32: 3 steps per epoch, evaluated after steps 2 and 3
+    assert log["step"].tolist() == [2, 3, 5, 6] and log["step"].dtype.kind == "i"
+    np.testing.assert_allclose(log["epoch"], [2 / 3, 1, 5 / 3, 2], rtol=1e-12)
+    assert log["train_nc1"].notna().all()
+    assert log["train_nc1"].iloc[-1] == pytest.approx(m["nc1"]["train"], rel=1e-9)
+
+
+def test_erm_job_rejects_bad_evals_per_epoch(prepared):
+    res = _erm(prepared, "bad_evals", evals_per_epoch=0)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == \
+        "llr: error: training params: evals_per_epoch = 0, expected an integer >= 1"
+
+
+def test_batch_loss_matches_cross_entropy_with_class_weights():
+    """The default reduction is what torch's cross_entropy(weight=n_max/n_c)
+    computes in the authors' code: sum(w l) / sum(w), so the weights' scale
+    cancels; "mean" keeps it (mean(w l))."""
+    from llr.train import batch_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(16, 3, generator=g), torch.randint(0, 3, (16,), generator=g)
+    class_w = torch.tensor([1.0, 3.31, 5.71])
+    losses = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    ref = torch.nn.functional.cross_entropy(logits, y, weight=class_w)
+    assert torch.allclose(batch_loss(losses, class_w[y]), ref)
+    assert torch.allclose(batch_loss(losses, 10 * class_w[y]), ref)
+    assert torch.allclose(batch_loss(losses, class_w[y], "mean"), (losses * class_w[y]).mean())
+    assert not torch.allclose(batch_loss(losses, 10 * class_w[y], "mean"), batch_loss(losses, class_w[y], "mean"))
+    assert torch.equal(batch_loss(losses, None), losses.mean())
+    with pytest.raises(LLRError, match="loss_reduction"):
+        TrainConfig(epochs=1, loss_reduction="sum")

@@ -466,8 +466,8 @@ def fig2(inputs: list[str], outputs: list[str], params: dict) -> None:
 
 def fig3(inputs: list[str], outputs: list[str], params: dict) -> None:
     """Figure 3: directional error ||θ/||θ|| − θ_svm/||θ_svm|||| between the
-    LLR head (SGD lr 1e-3, 10x the standard epochs) and the hard-margin SVM
-    on the held-out features, per epoch; log-log axes; mean +- std over seeds.
+    LLR head (SGD lr 1e-3, 10x the standard epochs) and the linear SVM
+    (LinearSVC, C = 1e5, no intercept, as the authors) on the held-out features, per epoch; log-log axes; mean +- std over seeds.
     Optional params {"standard_epochs": {dataset: int}} draws a dashed line."""
     plt = _plt()
     from matplotlib.ticker import FormatStrFormatter
@@ -495,7 +495,7 @@ def fig3(inputs: list[str], outputs: list[str], params: dict) -> None:
         ax.set_title(_title(ds))
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("directional error to the SVM")
-    _finish(fig, axes, "Hard-margin SVM (no intercept) on the held-out embeddings; mean ± std over seeds")
+    _finish(fig, axes, "LinearSVC (C = 1e5, no intercept) on the held-out embeddings; mean ± std over seeds")
     _save(fig, outputs[:2])
     plt.close(fig)
 
@@ -1355,7 +1355,8 @@ def claims_afr(runs: pd.DataFrame) -> list[dict]:
 # ---------------------------------------------------------------- driver
 
 COMPARISON_INPUTS = ("table2.csv", "fig2_epochs.csv", "fig3_svm.csv", "table1.csv", "table1_margins.csv",
-                     "fig4_runs.csv", "fig4_pearson.csv", "fig5_runs.csv", "fig6_epochs.csv", "fig7_runs.csv")
+                     "fig4_runs.csv", "fig4_pearson.csv", "fig5_runs.csv", "fig6_epochs.csv", "fig7_runs.csv",
+                     "fig8_effective_ratio.csv", "ablation_caching.csv")
 
 
 def paper_comparison(inputs: list[str], outputs: list[str], params: dict) -> None:
@@ -1409,6 +1410,11 @@ def paper_comparison(inputs: list[str], outputs: list[str], params: dict) -> Non
     run_files = [p for n in ("fig4_runs.csv", "fig5_runs.csv", "fig7_runs.csv") for p in by_name.get(n, [])]
     if run_files:
         rows += claims_afr(_runs(run_files))
+    # beyond the paper: Figure 8's thesis and the caching deviation, measured
+    if (f8 := read("fig8_effective_ratio.csv", FIG8_NEED)) is not None:
+        rows += claims_fig8(f8)
+    if (ab := read("ablation_caching.csv", ABLATION_NEED)) is not None:
+        rows += claims_caching(ab)
     write_csv(outputs[0], pd.DataFrame(rows, columns=COMPARISON_COLUMNS))
 
 
@@ -1426,3 +1432,236 @@ def report(inputs: list[str], outputs: list[str], params: dict) -> None:
 FIGURES: dict[str, Callable[[list[str], list[str], dict], None]] = {
     "fig2": fig2, "fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6, "fig7": fig7, "table1": table1,
     "paper_comparison": paper_comparison, "report": report}
+
+
+# --------------------------------------------------------------------------
+# Beyond the paper: Figure 8 (every last-layer method on one axis) and the
+# caching ablation (cached embeddings vs the authors' through-backbone LLR)
+# --------------------------------------------------------------------------
+
+FIG8_RHO = 0.7            # Figure 8: "WGA is determined by the effective ratio" when Spearman r >= 0.7
+FIG8_XLIM = (1e-3, 1e2)   # Figure 8's x range: ratios beyond (AFR's large gammas) are drawn at its edge
+FIG8_STYLE = {  # family -> marker, colour
+    "LLR (held-out subset)": ("o", "tab:blue"), "LLR (held-out sampled)": ("s", "tab:cyan"),
+    "LLR (whole held-out)": ("D", "tab:purple"), "DFR": ("^", "tab:red"), "CB-LLR": ("v", "tab:orange"),
+    "AFR (chosen)": ("*", "tab:green"), "AFR gamma=0": ("P", "tab:olive"), "AFR grid": (".", "0.55")}
+FIG8_NEED = {"dataset", "seed", "erm", "method", "heldout", "family", "point", "effective_ratio", "test_wga"}
+ABLATION_NEED = {"dataset", "seed", "erm", "method", "heldout", "mode", "test_wga"}
+
+
+def fig8_table(inputs: list[str], outputs: list[str], params: dict) -> None:
+    """Figure 8's data from last-layer metrics.json files (llr.effective):
+    outputs = [fig8_effective_ratio.csv, fig8_correlation.csv]."""
+    from llr.effective import write_fig8_tables
+
+    if len(outputs) != 2:
+        raise LLRError("fig8_table: expected --out fig8_effective_ratio.csv fig8_correlation.csv")
+    write_fig8_tables(inputs, outputs[0], outputs[1])
+
+
+def _fig8_means(t: pd.DataFrame, col: str = "effective_ratio") -> pd.DataFrame:
+    """Mean ratio and mean / std (ddof 1, 0 for one seed) of test WGA over
+    seeds per run cell (grid points per (gamma, lambda))."""
+    key = ["dataset", "family", "method", "erm", "heldout", "point", "afr_gamma", "afr_lambda"]
+    t = t.assign(afr_gamma=t["afr_gamma"].fillna(-1.0), afr_lambda=t["afr_lambda"].fillna(-1.0))
+    g = t.groupby(key, sort=False)
+    out = g.agg(x=(col, "mean"), y=("test_wga", "mean"), y_std=("test_wga", "std"), n=("test_wga", "count"))
+    return out.reset_index().assign(y_std=lambda d: d["y_std"].fillna(0.0))
+
+
+def fig8(inputs: list[str], outputs: list[str], params: dict) -> None:
+    """Figure 8 (beyond the paper): test WGA of every last-layer run against
+    the effective group ratio it trained with (log x; mean +- std over seeds;
+    one marker per method family; AFR's other grid points as small dots),
+    Figure 4's LLR curves (subset construction, one per ERM ratio) faint
+    behind, one panel per dataset with the Pearson and Spearman r of WGA
+    against log ratio. inputs = [fig8_effective_ratio.csv]; params
+    {"ratio": "effective" | "pooled"} (default effective); outputs = [png, pdf]."""
+    from llr.effective import RATIOS, ratio_correlations
+
+    plt = _plt()
+    table = _need(pd.read_csv(inputs[0]), FIG8_NEED, inputs[0])
+    rname = (params or {}).get("ratio", "effective")
+    if rname not in RATIOS:
+        raise LLRError(f"fig8: params ratio={rname!r}, expected one of {sorted(RATIOS)}")
+    col = RATIOS[rname]
+    corr = ratio_correlations(table)
+    datasets = dataset_order(table["dataset"])
+    fig, axes = _panels(plt, len(datasets), width=4.6, height=3.8)
+    cmap = plt.get_cmap("viridis")
+    lo, hi = FIG8_XLIM
+    for ax, ds in zip(axes, datasets):
+        t = table[(table["dataset"] == ds) & (table[col] > 0)]
+        m = _fig8_means(t, col)
+        n_out = int(((m["x"] < lo) | (m["x"] > hi)).sum())
+        m = m.assign(x=m["x"].clip(lo, hi))
+        sub = m[(m["family"] == "LLR (held-out subset)") & m["erm"].str.startswith("train_ratio")]
+        erm_ratios = sorted(sub["erm"].map(_ratio_of).dropna().unique())
+        for i, e in enumerate(erm_ratios):
+            line = sub[sub["erm"].map(_ratio_of) == e].sort_values("x")
+            ax.plot(line["x"], 100 * line["y"], color=cmap(i / max(len(erm_ratios) - 1, 1)), alpha=0.3, lw=1.2,
+                    zorder=1, label=f"Fig. 4 LLR curve, ERM ratio {e:g}")
+        grid = m[m["point"] == "grid"]
+        if len(grid):
+            mk, c = FIG8_STYLE["AFR grid"]
+            ax.plot(grid["x"], 100 * grid["y"], ls="none", marker=mk, color=c, ms=3, alpha=0.5, zorder=2,
+                    label="AFR grid point (gamma, lambda)")
+        runs = m[m["point"] == "run"]
+        for fam in [f for f in FIG8_STYLE if f != "AFR grid"] + sorted(set(runs["family"]) - set(FIG8_STYLE)):
+            f = runs[runs["family"] == fam]
+            if f.empty:
+                continue
+            mk, c = FIG8_STYLE.get(fam, ("x", "black"))
+            ax.errorbar(f["x"], 100 * f["y"], yerr=100 * f["y_std"], ls="none", marker=mk, color=c,
+                        ms=8 if mk == "*" else 5, capsize=2, lw=0.8, zorder=3, label=fam)
+        ax.set_xscale("log")
+        ax.set_xlim(lo / 1.5, hi * 1.5)
+        ax.set_xlabel(f"{'effective' if rname == 'effective' else 'pooled'} group ratio of the training weights")
+        ax.set_ylabel("test worst-group accuracy (%)")
+        ax.grid(alpha=0.3)
+        lines = []
+        for pts, label in (("runs", "runs"), ("runs+grid", "with AFR grid")):
+            c = corr[(corr["dataset"] == ds) & (corr["points"] == pts) & (corr["ratio"] == rname)]
+            if len(c):
+                c = c.iloc[0]
+                lines.append(f"{label}: Spearman {c['spearman_r']:.2f}, Pearson {c['pearson_r']:.2f} "
+                             f"(n={int(c['n_points'])})")
+        ax.set_title(_title(ds) + "".join(f"\n{x}" for x in lines), fontsize=9)
+        if n_out:
+            ax.text(0.98, 0.02, f"{n_out} point(s) beyond [{lo:g}, {hi:g}]\ndrawn at the edge", ha="right",
+                    va="bottom", transform=ax.transAxes, fontsize=6.5, color="0.4")
+    _finish(fig, axes, "Each marker: one last-layer run (Figures 4, 5, 7), mean +- std of test WGA over seeds "
+            "against the group ratio of its training weights (per class, weighted minority mass / majority mass, "
+            "averaged over classes" + (")" if rname == "effective" else "; pooled over classes)") +
+            ". Small dots: AFR's other (gamma, lambda) grid points. Faint lines: Figure 4's LLR on held-out "
+            "subsets, one per ERM ratio. r of test WGA against log ratio over every run of every seed (all "
+            "ratios, also those drawn at the axis edge). " + DEVIATION_NOTE)
+    _save(fig, outputs[:2])
+    plt.close(fig)
+
+
+def claims_fig8(table: pd.DataFrame) -> list[dict]:
+    """Beyond the paper (sections 3.1-3.2 extrapolated): "WGA is determined
+    by the effective group ratio across methods". Per dataset and ratio
+    (per-class effective ratio; pooled ratio as a variant): the Spearman r of
+    test WGA against log ratio over every last-layer run (AFR at its chosen
+    point), computed per seed; yes if mean - std > FIG8_RHO, no if mean +
+    std < FIG8_RHO, else inconclusive (one seed: the pooled r against the
+    threshold). ``table``: fig8_effective_ratio.csv."""
+    from llr.effective import ratio_correlations
+
+    table = _need(table, FIG8_NEED, "fig8_effective_ratio.csv")
+    corr = ratio_correlations(table)
+    rows = []
+    for ds in dataset_order(corr["dataset"]):
+        for rname, variant in (("effective", "per-class effective group ratio"),
+                               ("pooled", "pooled group ratio (minority over majority mass, all classes)")):
+            c = corr[(corr["dataset"] == ds) & (corr["points"] == "runs") & (corr["ratio"] == rname)]
+            if c.empty:
+                continue
+            c = c.iloc[0]
+            m, s, k = c["spearman_r_seed_mean"], c["spearman_r_seed_std"], int(c["n_seeds"])
+            if k <= 1 or not np.isfinite(m):
+                m, s = c["spearman_r"], 0.0
+            g = corr[(corr["dataset"] == ds) & (corr["points"] == "runs+grid") & (corr["ratio"] == rname)]
+            grid = f"; with AFR's grid points Spearman {g.iloc[0]['spearman_r']:.3f}" if len(g) else ""
+            rows.append(_row(
+                "Beyond (Sec. 3)", "WGA is determined by the effective group ratio across methods", ds,
+                _above(m, s, FIG8_RHO),
+                f"Spearman r per seed {_pm(m, s, k)}; pooled over seeds Spearman {c['spearman_r']:.3f}, Pearson "
+                f"{c['pearson_r']:.3f} (n={int(c['n_points'])} runs){grid}",
+                f"r of test WGA against log(ratio) over every last-layer run of Figures 4, 5, 7 (LLR, DFR, CB-LLR, "
+                f"AFR at its chosen point, AFR gamma=0), per seed; holds if mean Spearman r - std > {FIG8_RHO:g}, "
+                f"not if mean + std < {FIG8_RHO:g}; {SPREAD_RULE}",
+                "not in the paper (extrapolates sections 3.1-3.2)", variant))
+    return rows
+
+
+def ablation_caching_table(inputs: list[str], outputs: list[str], params: dict) -> None:
+    """The caching ablation's tables (llr.through_backbone): inputs = cached
+    and through-backbone metrics.json files; outputs = [ablation_caching.csv,
+    ablation_caching_summary.csv]."""
+    from llr.through_backbone import write_ablation_tables
+
+    if len(outputs) != 2:
+        raise LLRError("ablation_caching_table: expected --out ablation_caching.csv ablation_caching_summary.csv")
+    write_ablation_tables(inputs, outputs[0], outputs[1])
+
+
+def ablation_caching(inputs: list[str], outputs: list[str], params: dict) -> None:
+    """Cached versus through-backbone LLR: test WGA of each run in both modes
+    (one point per run and seed, marker per method family) with the
+    diagonal, one panel per dataset, the mean |difference| printed.
+    inputs = [ablation_caching.csv]; outputs = [png, pdf]."""
+    from llr.effective import method_family
+    from llr.through_backbone import ablation_summary
+
+    plt = _plt()
+    t = _need(pd.read_csv(inputs[0]), ABLATION_NEED, inputs[0])
+    summary = ablation_summary(t)
+    key = ["dataset", "seed", "erm", "method", "heldout"]
+    wide = t.pivot_table(index=key, columns="mode", values="test_wga", aggfunc="first").reset_index()
+    for c in ("cached", "through_backbone"):
+        if c not in wide.columns:
+            raise LLRError(f"{inputs[0]}: no run in mode {c!r}; expected both cached and through_backbone runs")
+    wide = wide.dropna(subset=["cached", "through_backbone"])
+    datasets = dataset_order(t["dataset"])
+    fig, axes = _panels(plt, len(datasets), width=3.6, height=3.4)
+    for ax, ds in zip(axes, datasets):
+        w = wide[wide["dataset"] == ds]
+        fams = w.apply(lambda r: method_family(r["method"], r["heldout"]), axis=1) if len(w) else pd.Series(dtype=str)
+        for fam in sorted(dict.fromkeys(fams), key=lambda f: list(FIG8_STYLE).index(f) if f in FIG8_STYLE else 99):
+            f = w[fams == fam]
+            mk, c = FIG8_STYLE.get(fam, ("x", "black"))
+            ax.plot(100 * f["cached"], 100 * f["through_backbone"], ls="none", marker=mk, color=c, ms=5, alpha=0.8,
+                    label=fam)
+        ax.plot([0, 100], [0, 100], color="0.5", ls="--", lw=1, label="equal WGA")
+        ax.set_xlim(0, 100)
+        ax.set_ylim(0, 100)
+        ax.set_aspect("equal")
+        ax.set_xlabel("cached embeddings: test WGA (%)")
+        ax.set_ylabel("through the network (authors'): test WGA (%)")
+        ax.set_title(_title(ds))
+        ax.grid(alpha=0.3)
+        s = summary[summary["dataset"] == ds]
+        if len(s):
+            s = s.iloc[0]
+            ax.text(0.98, 0.03, f"mean |diff| {100 * s['mean_abs_wga_diff']:.1f} pts\nmean diff "
+                    f"{100 * s['mean_wga_diff']:+.1f} pts\n{int(s['n_pairs'])} runs, {s['epochs']} epochs",
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=6.5,
+                    bbox=dict(boxstyle="round", fc="white", ec="0.8", alpha=0.85))
+    _finish(fig, axes, "Each point: one LLR / CB-LLR run (ERM cell, held-out cell, seed) trained on cached eval-mode "
+            "embeddings (x) and through the frozen network in training mode with augmentation, BatchNorm batch "
+            "statistics and dropout, as the authors (y), same epochs, initial head and example order.")
+    _save(fig, outputs[:2])
+    plt.close(fig)
+
+
+def claims_caching(table: pd.DataFrame) -> list[dict]:
+    """Deviation check: LLR on cached eval-mode embeddings reaches about the
+    test WGA of the authors' through-backbone LLR. Per dataset: each seed's
+    mean |through-backbone - cached| WGA over the paired runs; yes if mean
+    + std <= TOL_WGA, no if mean - std > TOL_WGA. ``table``:
+    ablation_caching.csv."""
+    table = _need(table, ABLATION_NEED, "ablation_caching.csv")
+    key = ["dataset", "seed", "erm", "method", "heldout"]
+    wide = table.pivot_table(index=key, columns="mode", values="test_wga", aggfunc="first")
+    if not {"cached", "through_backbone"} <= set(wide.columns):
+        return []
+    d = (wide["through_backbone"] - wide["cached"]).dropna().abs()
+    rows = []
+    for ds in dataset_order(d.index.get_level_values("dataset")):
+        per_seed = d.xs(ds, level="dataset").groupby(level="seed").mean()
+        m, s, n = _stat(per_seed)
+        rows.append(_row(
+            "Deviation", "LLR on cached eval-mode embeddings matches the authors' through-network LLR (test WGA)", ds,
+            _within(m, s, TOL_WGA), f"mean |through-network - cached| WGA per seed {_pm(m, s, n)} over "
+            f"{int(d.xs(ds, level='dataset').size)} paired runs",
+            f"per seed, mean |d| over the paired runs (LLR on Figure 4's held-out subsets after one ERM cell, Figure "
+            f"5's LLR/CB-LLR), d = through-network - cached test WGA at the same epochs; yes if mean + std <= "
+            f"{TOL_WGA:g}, no if mean - std > {TOL_WGA:g}; {SPREAD_RULE}", "not in the paper (a deviation check)"))
+    return rows
+
+
+FIGURES.update({"fig8_table": fig8_table, "fig8": fig8, "ablation_caching_table": ablation_caching_table,
+                "ablation_caching": ablation_caching})

@@ -26,7 +26,7 @@ CAPTIONS: dict[str, str] = {
     "fig2": ("Figure 2. Neural collapse: NC1 = tr(Σ_W Σ_B⁺)/K of the training features at every evaluation "
              "point of ERM (fractional epochs; log scale, mean ± std over seeds), the standard epoch count "
              "(dashed) and NC1 of the held-out features at the end of training (star)."),
-    "fig3": ("Figure 3. Convergence to the hard-margin SVM: directional error between the LLR head "
+    "fig3": ("Figure 3. Convergence to the max-margin SVM (LinearSVC, C = 1e5, no intercept): directional error between the LLR head "
              "(SGD, lr 1e-3, 10× the standard epochs) and the SVM direction on the held-out features, per "
              "epoch, mean ± std over seeds; how many seeds' features were separable."),
     "fig4": ("Figure 4. Group balance of the held-out set: LLR test worst-group accuracy (WGA) across "

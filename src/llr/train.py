@@ -1,8 +1,9 @@
-"""ERM finetuning (paper Table 3, DESIGN section 4) and the embedding pass.
+"""ERM finetuning (paper Table 3) and the embedding pass.
 
 One engine serves pretraining of the synthetic backbones, ERM cells with class
 or group balancing, and the NC1 runs: AdamW, cosine (images) or linear
-(text, no warm-up) schedule, per-epoch group metrics, checkpoint/resume, and
+(text, no warm-up) schedule, group metrics (and NC1) at evaluation points
+within epochs, checkpoint/resume at epoch ends, and
 a final pass that writes the penultimate embeddings of every example, so the
 backbone runs over the dataset once per ERM cell.
 """
@@ -41,6 +42,44 @@ class TrainConfig:
     nc1: bool = False  # NC1 of the training pool every epoch (Figure 2)
     checkpoint_every: int = 1  # epochs between resume checkpoints (0: never)
     checkpoint_min_seconds: float = 0.0  # ... and at least this long after the start or the last one
+    evals_per_epoch: int = 1  # evaluation points per epoch, evenly spaced, each epoch's end included
+    nc1_global_mean: str = "class_means"  # mu_G of NC1: "class_means" (paper section 2.1) or "all"
+    # Upweighting's per-batch loss: "weighted_mean" sum(w l) / sum(w), as the
+    # authors' F.cross_entropy(weight=n_max / n_c) (the paper is silent); or
+    # "mean": mean(w l), where the weights' scale acts as a step size.
+    loss_reduction: str = "weighted_mean"
+
+    def __post_init__(self) -> None:
+        from llr.analysis import NC1_GLOBAL_MEANS
+
+        e = self.evals_per_epoch
+        if isinstance(e, bool) or not isinstance(e, int) or e < 1:
+            raise LLRError(f"training params: evals_per_epoch = {e!r}, expected an integer >= 1")
+        if self.nc1_global_mean not in NC1_GLOBAL_MEANS:
+            raise LLRError(f"training params: nc1_global_mean = {self.nc1_global_mean!r}, "
+                           f"expected one of {list(NC1_GLOBAL_MEANS)}")
+        if self.loss_reduction not in ("weighted_mean", "mean"):
+            raise LLRError(f"training params: loss_reduction = {self.loss_reduction!r}, "
+                           f"expected 'weighted_mean' or 'mean'")
+
+
+def batch_loss(losses: torch.Tensor, weights: torch.Tensor | None, reduction: str = "weighted_mean") -> torch.Tensor:
+    """A batch's loss from per-example losses: the mean, or with upweighting
+    weights sum(w l) / sum(w) ("weighted_mean", what the authors'
+    ``F.cross_entropy(weight=...)`` computes) or mean(w l) ("mean")."""
+    if weights is None:
+        return losses.mean()
+    if reduction == "weighted_mean":
+        return (losses * weights).sum() / weights.sum()
+    return (losses * weights).mean()
+
+
+def eval_steps(steps_per_epoch: int, evals_per_epoch: int) -> list[int]:
+    """Steps (1..S) of an epoch of S steps after which ``train`` evaluates:
+    ceil(j S / E) for j = 1..E, so E evenly spaced points ending with the
+    epoch (fewer, each step once, when S < E; none when S = 0)."""
+    S, E = int(steps_per_epoch), int(evals_per_epoch)
+    return sorted({-(-j * S // E) for j in range(1, E + 1)}) if S > 0 else []
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,18 +176,24 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
           cfg: TrainConfig, *, seed: int, n_groups: int, eval_sets: dict[str, np.ndarray] | None = None,
           group_weights: np.ndarray | None = None, resume: str | os.PathLike | None = None,
           on_epoch: Callable[[int, dict], None] | None = None, progress: bool = True,
-          final_positions: np.ndarray | None = None) -> TrainResult:
+          final_positions: np.ndarray | None = None, input_files: list[str] | None = None,
+          run_params: dict | None = None) -> TrainResult:
     """Train ``model`` on ``pool[balanced.positions]`` for ``cfg.epochs`` epochs.
 
-    Every epoch logs the mean training loss and, for each eval set (e.g. val,
-    test), per-group accuracy, WGA and mean accuracy; with ``cfg.nc1`` also
-    NC1 of the (unaugmented) training pool. With ``resume`` a checkpoint is
+    ``cfg.evals_per_epoch`` times per epoch (``eval_steps``: evenly spaced,
+    each epoch's end included) the log gets a row: ``epoch`` (float, epochs
+    done, e.g. 0.25), ``step`` (optimizer steps done), the mean training loss
+    since the previous row, the learning rate, and for each eval set (e.g. val,
+    test) per-group accuracy, WGA and mean accuracy; with ``cfg.nc1`` also NC1
+    of the (unaugmented) training pool (``cfg.nc1_global_mean``). Evaluation
+    does not change training. ``on_epoch(epoch, row)`` runs after each
+    epoch's last row. With ``resume`` a checkpoint (at an epoch's end) is
     written every ``cfg.checkpoint_every`` epochs (skipped while less than
     ``cfg.checkpoint_min_seconds`` passed since the start or the last one:
     short runs need none and save the writes) and picked up on restart,
     so that a killed run ends with the same metrics as an uninterrupted one.
     With ``final_positions`` (a superset of the eval sets and, with NC1, of
-    ``pool``) the last epoch's evaluation is one pass over those examples,
+    ``pool``) the last evaluation is one pass over those examples,
     returned as ``result.final`` = (embeddings, logits) in their order, so
     the caller's embedding pass and the last log row share the backbone pass.
     """
@@ -170,7 +215,7 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
     order_gen = torch.Generator().manual_seed(seed)
     result = TrainResult()
     start_epoch = 0
-    fingerprint = _run_fingerprint(cfg, seed, train_pos, balanced)
+    fingerprint = _run_fingerprint(cfg, seed, train_pos, balanced, model, input_files, run_params)
     if resume is not None and Path(resume).exists():
         state = torch.load(resume, map_location="cpu", weights_only=False)
         if state.get("fingerprint") != fingerprint:
@@ -190,40 +235,28 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
         result.log = state["log"]
         start_epoch = state["epoch"]
         print(f"resumed from {resume} after epoch {start_epoch}", flush=True)
-    t0 = last_checkpoint = time.time()
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        order = epoch_order(len(train_pos), balanced.sample_weights, order_gen).numpy()
-        batches = [train_pos[order[i:i + cfg.batch_size]] for i in range(0, len(order), cfg.batch_size)]
-        loss_sum = torch.zeros((), device=device)
-        te = time.time()
-        for step, x in enumerate(_loader(inputs, batches, True, seed * 10_007 + epoch, cfg, device)):
-            idx = torch.as_tensor(batches[step])
-            x = _to(x, device)
-            yb = y_t[idx].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-                logits = model(x)
-            losses = F.cross_entropy(logits.float(), yb, reduction="none")
-            loss = (losses * w_all[idx].to(device, non_blocking=True)).mean() if w_all is not None else losses.mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach()
-        train_loss = float(loss_sum) / max(len(batches), 1)
+    from llr.analysis import nc1
+
+    def evaluate_point(epoch: int, step: int, n_steps: int, loss_sum: torch.Tensor, n_batches: int,
+                       seconds: float) -> dict:
+        """One log row after ``step`` of ``n_steps`` steps of ``epoch`` (0-based):
+        training loss since the previous row, then an eval-mode pass over every
+        example the row needs (at the very end over ``final_positions`` too).
+        The pass leaves the RNGs as it found them, so evaluating more or less
+        often does not change training (e.g. BERT's dropout)."""
+        train_loss = float(loss_sum) / max(n_batches, 1)
         if not math.isfinite(train_loss):
             if resume is not None and Path(resume).exists():
                 Path(resume).unlink()
             raise LLRError(f"training loss became {train_loss} in epoch {epoch + 1} (lr {cfg.lr}); "
                            f"lower the learning rate or check the inputs")
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": sched.get_last_lr()[0],
-               "seconds": time.time() - te}
-        # One eval-mode pass per epoch over every example the log needs; in
-        # the last epoch over ``final_positions`` too (the caller's embeddings).
+        frac = step / n_steps if n_steps else 1.0
+        row = {"epoch": epoch + frac, "step": epoch * steps_per_epoch + step, "train_loss": train_loss,
+               "lr": sched.get_last_lr()[0], "seconds": seconds}
         sets = dict(eval_sets or {})
         if cfg.nc1:
             sets["__pool"] = pool
-        final_pass = final_positions is not None and epoch + 1 == cfg.epochs
+        final_pass = final_positions is not None and epoch + 1 == cfg.epochs and step == n_steps
         if final_pass:
             need = np.asarray(final_positions)
         elif sets:
@@ -231,16 +264,21 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
         else:
             need = np.zeros(0, dtype=np.int64)
         if len(need):
+            rng = torch.get_rng_state()
+            cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
             h_all, z_all = embed(model, inputs, need, cfg, device)
+            torch.set_rng_state(rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state(cuda_rng, device)
+            model.train()
             where = np.full(len(y_all), -1, dtype=np.int64)
             where[need] = np.arange(len(need))
             if final_pass:
                 result.final = (h_all, z_all)
         for name, pos in sets.items():
             if name == "__pool":
-                from llr.analysis import nc1
-
-                row["train_nc1"] = nc1(h_all[where[pos]], y_all[pos], model.head.out_features)
+                row["train_nc1"] = nc1(h_all[where[pos]], y_all[pos], model.head.out_features,
+                                       global_mean=cfg.nc1_global_mean)
                 continue
             m = evaluate(z_all[where[pos]].argmax(1), y_all[pos], g_all[pos], n_groups, group_weights)
             row[f"{name}_wga"] = m["wga"]
@@ -248,42 +286,99 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
             for g, a in enumerate(m["acc_by_group"]):
                 row[f"{name}_acc_g{g}"] = a
         result.log.append(row)
-        rate = len(train_pos) / max(row["seconds"], 1e-9)
-        eta = (time.time() - t0) / (epoch + 1 - start_epoch) * (cfg.epochs - epoch - 1)
         if progress:
-            msg = " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float) and not k.split("_")[-1].startswith("g"))
-            print(f"epoch {epoch + 1}/{cfg.epochs} {msg} | {rate:.0f} samples/s | ETA {eta:.0f}s", flush=True)
+            done = row["step"] - start_epoch * steps_per_epoch
+            eta = (time.time() - t0) / max(done, 1) * (total - row["step"])
+            rate = min(n_batches * cfg.batch_size, len(train_pos)) / max(seconds, 1e-9)
+            msg = " ".join(f"{k}={v:.4g}" for k, v in row.items()
+                           if k != "epoch" and isinstance(v, float) and not k.split("_")[-1].startswith("g"))
+            print(f"epoch {row['epoch']:.4g}/{cfg.epochs} step {row['step']} {msg} | {rate:.0f} samples/s "
+                  f"| ETA {eta:.0f}s", flush=True)
+        return row
+
+    t0 = last_checkpoint = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        order = epoch_order(len(train_pos), balanced.sample_weights, order_gen).numpy()
+        batches = [train_pos[order[i:i + cfg.batch_size]] for i in range(0, len(order), cfg.batch_size)]
+        # Evaluation points (Figures 2 and 6 are curves over training): evenly
+        # spaced within the epoch, its end always included.
+        points = set(eval_steps(len(batches), cfg.evals_per_epoch))
+        loss_sum = torch.zeros((), device=device)
+        n_since = 0
+        te = time.time()
+        row = None
+        for step, x in enumerate(_loader(inputs, batches, True, seed * 10_007 + epoch, cfg, device)):
+            idx = torch.as_tensor(batches[step])
+            x = _to(x, device)
+            yb = y_t[idx].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+                logits = model(x)
+            losses = F.cross_entropy(logits.float(), yb, reduction="none")
+            wb = None if w_all is None else w_all[idx].to(device, non_blocking=True)
+            loss = batch_loss(losses, wb, cfg.loss_reduction)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach()
+            n_since += 1
+            if step + 1 in points:
+                row = evaluate_point(epoch, step + 1, len(batches), loss_sum, n_since, time.time() - te)
+                loss_sum = torch.zeros((), device=device)
+                n_since = 0
+                te = time.time()
+        if row is None:  # an epoch without a training step still logs its end
+            row = evaluate_point(epoch, 0, 0, loss_sum, 0, time.time() - te)
         if on_epoch is not None:
             on_epoch(epoch + 1, row)
         if resume is not None and cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0) \
                 and epoch + 1 < cfg.epochs and time.time() - last_checkpoint >= cfg.checkpoint_min_seconds:
-            tmp = Path(str(resume) + ".part")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+            from llr.io import save_torch  # atomic; a full disk is one line naming the file, no .part left
+
+            save_torch({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                         "order_gen": order_gen.get_state(), "torch_rng": torch.get_rng_state(),
                         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                         "fingerprint": fingerprint,
-                        "log": result.log, "epoch": epoch + 1, "config": asdict(cfg)}, tmp)
-            os.replace(tmp, resume)
+                        "log": result.log, "epoch": epoch + 1, "config": asdict(cfg)}, resume)
             last_checkpoint = time.time()
     result.seconds = time.time() - t0
     return result
 
 
-def _run_fingerprint(cfg: TrainConfig, seed: int, train_pos: np.ndarray, balanced: Balanced) -> str:
+# Settings that do not change what a run computes: left out of the fingerprint.
+_NOT_FINGERPRINTED = frozenset({"device", "num_workers", "eval_batch_size", "threads", "checkpoint_every",
+                                "checkpoint_min_seconds"})
+
+
+def _run_fingerprint(cfg: TrainConfig, seed: int, train_pos: np.ndarray, balanced: Balanced, model=None,
+                     input_files: list[str] | None = None, run_params: dict | None = None) -> str:
     """What a resume checkpoint must match to be picked up: the settings that
-    shape training (not the device or loader workers), the seed and the
-    training examples with their weights."""
+    shape training (not the device or loader workers), ``run_params`` (every
+    job parameter, same exclusions), the seed, the training examples with
+    their weights, the model's architecture (parameter names, shapes,
+    dtypes) and the content of every input file (``llr.io.fingerprint_file``:
+    whole-file SHA-256 under 64 MiB, else size, mtime and first/last MiB),
+    e.g. the pretrained backbone, the inputs cache, metadata, split, subset."""
     import hashlib
     import json
 
+    from llr.io import fingerprint_file
+
     h = hashlib.sha256()
-    shape = {k: v for k, v in asdict(cfg).items() if k not in ("device", "num_workers", "eval_batch_size")}
-    h.update(json.dumps([shape, int(seed)], sort_keys=True).encode())
+    shape = {k: v for k, v in asdict(cfg).items() if k not in _NOT_FINGERPRINTED}
+    extra = {str(k): v for k, v in (run_params or {}).items() if k not in _NOT_FINGERPRINTED}
+    h.update(json.dumps([shape, int(seed), extra], sort_keys=True, default=repr).encode())
     for a in (train_pos, balanced.sample_weights, balanced.loss_weights):
         if a is not None:
             a = np.ascontiguousarray(a)
             h.update(str((a.dtype.str, a.shape)).encode())
             h.update(a.tobytes())
+    if model is not None:
+        h.update(repr([(k, tuple(v.shape), str(v.dtype)) for k, v in model.state_dict().items()]).encode())
+    for f in input_files or ():
+        if f:
+            h.update(f"{Path(f).name}\0{fingerprint_file(f)}\n".encode())
     return h.hexdigest()
 
 
@@ -314,7 +409,7 @@ def run_pretrain_job(dataset: str, params: dict, tokenizer_dir: str | None, out:
                      log_csv: str | None = None) -> None:
     """Pretrain a synthetic benchmark's backbone on a balanced auxiliary task
     (predict the group, so features carry both core and spurious information),
-    standing in for ImageNet / BERT pretraining (DESIGN section 5)."""
+    standing in for ImageNet / BERT pretraining (paper appendix B.2)."""
     import pandas as pd
 
     from llr.balancing import balance
@@ -357,9 +452,12 @@ def run_pretrain_job(dataset: str, params: dict, tokenizer_dir: str | None, out:
 
 def run_erm_job(*, dataset: str, metadata: str, split: str, inputs: str, subset: str | None,
                 pretrained: str | None, cell: str, seed: int, params: dict, outdir: str) -> None:
-    """Train one ERM cell and write ``model.pt``, ``log.csv`` (per epoch),
-    ``metrics.json`` (per role), ``embeddings.npy`` (float16, every example in
-    metadata order) and ``head.npz`` into ``outdir``."""
+    """Train one ERM cell and write ``model.pt``, ``log.csv`` (one row per
+    evaluation point, ``evals_per_epoch`` per epoch), ``metrics.json`` (per
+    role; with ``nc1`` also NC1 of the training pool and the held-out set on
+    the final embeddings, mu_G per ``nc1_global_mean``), ``embeddings.npy``
+    (float16, every example in metadata order) and ``head.npz`` into
+    ``outdir``."""
     import pandas as pd
 
     from llr.balancing import POOLS, ErmCell, balance, rng_for
@@ -408,7 +506,9 @@ def run_erm_job(*, dataset: str, metadata: str, split: str, inputs: str, subset:
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     res = train(model, src, y, g, pool, balanced, cfg, seed=seed, n_groups=spec.n_groups, eval_sets=eval_sets,
-                group_weights=gw, resume=out / "resume.pt", final_positions=np.arange(len(meta)))
+                group_weights=gw, resume=out / "resume.pt", final_positions=np.arange(len(meta)),
+                input_files=[metadata, split, inputs, subset, pretrained, params.get("model_path")],
+                run_params={"dataset": dataset, "cell": cell, **params})
     if res.final is None:  # guard: train() ran no epoch (checkpoints precede the last one, so not expected)
         emb, logits = embed(model, src, np.arange(len(meta)), cfg, resolve_device(cfg.device))
     else:
@@ -425,9 +525,11 @@ def run_erm_job(*, dataset: str, metadata: str, split: str, inputs: str, subset:
     if cfg.nc1:
         from llr.analysis import nc1
 
-        metrics["nc1"] = {"train": nc1(emb[pool], y[pool], spec.n_classes),
+        gm = cfg.nc1_global_mean
+        metrics["nc1"] = {"train": nc1(emb[pool], y[pool], spec.n_classes, global_mean=gm),
                           "heldout": nc1(emb[roles == "heldout"], y[roles == "heldout"],
-                                         spec.n_classes)}
+                                         spec.n_classes, global_mean=gm),
+                          "global_mean": gm}
     with atomic_path(out / "embeddings.npy") as tmp:
         with open(tmp, "wb") as f:
             np.save(f, emb.astype(np.float16))
