@@ -37,8 +37,10 @@ def test_same_outputs_status_and_errors(tmp_path, env):
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text() == (tmp_path / "c.csv").read_text()
     assert list((tmp_path / "fs").glob("*.sock"))
     bad = llr(["split", "--dataset", "nope", "--metadata", str(meta), "--seed", "1", "--out", "x.csv"], env, tmp_path)
-    assert bad.returncode == 2 and bad.stderr.strip() == "llr: error: unknown dataset 'nope'; expected one of " \
-        "['celeba', 'civilcomments', 'multinli', 'synth_multinli', 'synth_waterbirds', 'waterbirds']"
+    from llr.data import DATASETS
+
+    assert bad.returncode == 2 and bad.stderr.strip() == \
+        f"llr: error: unknown dataset 'nope'; expected one of {sorted(DATASETS)}"
     assert not (tmp_path / "x.csv").exists()
 
 

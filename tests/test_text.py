@@ -54,11 +54,13 @@ def test_group_counts_equal_sizes():
     # defaults: MultiNLI's shape, usable minority groups
     sizes = T.resolve_sizes(None)
     for split, counts in sizes.items():
-        assert counts[1] > max(counts[3], counts[5])  # negation goes with contradiction
-        assert all(counts[g] < counts[g - 1] / 4 for g in (1, 3, 5))
-    assert sizes["train"][1] > 8 * max(sizes["train"][3], sizes["train"][5])
+        assert counts[1] > counts[3] + counts[5]  # negation goes with contradiction
+        assert all(counts[g] < counts[g - 1] for g in (1, 3, 5))
+    train = np.array(sizes["train"]).reshape(3, 2)
+    assert train.sum(1).max() == train.sum(1).min()  # class-balanced a priori
     # group-ratio subsets of train and of the held-out half of val; WGA to a few points
-    assert min(sizes["train"]) >= 20 and min(sizes["val"]) >= 60 and min(sizes["test"]) >= 100
+    assert min(sizes["train"]) >= 40 and min(sizes["val"]) >= 40 and min(sizes["test"]) >= 80
+    assert T.resolve_sizes(None, "synth_civilcomments") == T.CIVILCOMMENTS.default_sizes
 
 
 def test_bad_sizes_rejected():
@@ -70,56 +72,41 @@ def test_bad_sizes_rejected():
         T.generate_synthetic_text(0, SMALL, core_noise=1.5)
 
 
-def _key_index(words):
-    return next(i for i, w in enumerate(words) if w in T._KEY_CLASS)
-
-
-def test_spurious_token_iff_s_and_core_phrase():
+def test_spurious_token_iff_s_and_key():
     df = T.generate_synthetic_text(1, {"train": [300] * 6, "val": [1] * 6, "test": [1] * 6}, core_noise=0.2)
     neg = df["text"].map(T.has_negation)
     assert (neg == (df["s"] == 1)).all()
     n_neg = df["text"].map(lambda t: sum(w in T.NEGATIONS for w in t.split()))
     assert (n_neg == df["s"]).all()
+    weak = df["text"].map(T.is_weak)
     core = df["text"].map(T.core_class)
-    ambiguous = core == -1
-    assert (core[~ambiguous] == df["y"][~ambiguous]).all()
-    assert abs(ambiguous.mean() - 0.2) < 0.03
-    # the ambiguous rate does not depend on the group
-    rates = ambiguous.groupby(df["y"] * 2 + df["s"]).mean()
+    assert (core[~weak] == df["y"][~weak]).all()
+    assert abs(weak.mean() - 0.2) < 0.03
+    # the weak-key rate does not depend on the group
+    rates = weak.groupby(df["y"] * 2 + df["s"]).mean()
     assert rates.between(0.12, 0.28).all()
+    # a weak key hints at the class or at its confusable one
+    conf = df["y"][weak].map(dict(enumerate(T.MULTINLI.confusions)))
+    assert ((core[weak] == df["y"][weak]) | (core[weak] == conf)).all()
     lengths = df["text"].str.split().str.len()
     assert lengths.between(T.MIN_WORDS, T.MAX_WORDS).all()
     words = set(w for t in df["text"] for w in t.split())
     assert words <= set(T.synthetic_vocab())
     clean = T.generate_synthetic_text(1, SMALL, core_noise=0.0)
     assert (clean["text"].map(T.core_class) == clean["y"]).all()
+    assert not clean["text"].map(T.is_weak).any()
 
 
-def test_negation_scope():
-    df = T.generate_synthetic_text(2, {"train": [400] * 6, "val": [1] * 6, "test": [1] * 6}, core_noise=0.0)
-    df = df[df.split == "train"]
-    ws = df["text"].str.split()
-    k = ws.map(_key_index)
-    before = [w[i - 1] if i > 0 else "" for w, i in zip(ws, k)]
-    scoped = pd.Series([b == T.SCOPED_NEGATION for b in before], index=df.index)
-    # "not" occurs only right before the key, the other negations never there
-    assert (df["text"].map(lambda t: T.SCOPED_NEGATION in t.split()) == scoped).all()
-    assert not any(b in T.FREE_NEGATIONS for b in before)
-    assert not scoped[df.s == 0].any()
-    assert abs(scoped[df.s == 1].mean() - T.SCOPE_RATE) < 0.05
-    # the key follows its class, except under a scoped "not": contradiction <-> entailment
-    key_class = pd.Series([T._KEY_CLASS[w[i]] for w, i in zip(ws, k)], index=df.index)
-    assert (key_class[~scoped] == df.y[~scoped]).all()
-    flipped = df.y[scoped].map({0: 1, 1: 0, 2: 2})
-    assert (key_class[scoped] == flipped).all()
-    assert ws.map(lambda w: w[_key_index(w) + 1] in T.LINKS).all()
-    assert T.core_class("the man not agrees with a dog") == 0
-    assert T.core_class("the man not disputes with a dog") == 1
-    assert T.core_class("the man not ponders with a dog") == 2
-    assert T.core_class("nobody agrees with a dog") == 1
-    assert T.core_class("not considers with a dog") == -1
-    with pytest.raises(LLRError, match="core phrase"):
+def test_key_lookup():
+    assert T.key_of("the man disputes a dog") == ("synth_multinli", 0, False)
+    assert T.key_of("nobody accepts a dog") == ("synth_multinli", 1, True)
+    assert T.key_of("a stupid male dog") == ("synth_civilcomments", 1, False)
+    assert T.core_class("the man wonders") == 2 and T.is_weak("the man wonders")
+    assert T.has_spurious("a gay man", "synth_civilcomments") and not T.has_negation("a gay man")
+    with pytest.raises(LLRError, match="key word"):
         T.core_class("the man and a dog")
+    with pytest.raises(LLRError, match="unknown stand-in"):
+        T.generate_synthetic_text(0, dataset="synth_imdb")
 
 
 def test_default_generation_fast_and_short():
@@ -143,13 +130,9 @@ def test_pretrain_text_balanced_and_distinct():
     assert not bench & set(p["text"])
     with pytest.raises(LLRError):
         T.pretrain_text(0, 3)
-    # the auxiliary corpus has no negation in scope of a key: every negation
-    # word ("not" included) is free and the key gives the class
+    # same language as the benchmark: strong keys give the class
     q = T.pretrain_text(1, 1200, core_noise=0.0)
-    ws = q["text"].str.split()
     assert (q["text"].map(T.core_class) == q["y"]).all()
-    assert all(i == 0 or w[i - 1] not in T.NEGATIONS for w, i in zip(ws, ws.map(_key_index)))
-    assert ws.map(lambda w: T.SCOPED_NEGATION in w).any()
 
 
 def test_tokenizer_round_trip(tok):

@@ -26,26 +26,15 @@ def _json(text: str) -> dict:
 
 
 def cmd_prepare(a) -> None:
-    from llr.data import get_spec, standardize
-    from llr.io import atomic_path, write_csv
+    from llr.data import get_spec
 
     spec = get_spec(a.dataset)
     p = _json(a.params)
     if spec.synthetic:
         if spec.modality == "image":
-            import numpy as np
+            from llr.images import prepare_synthetic_images
 
-            from llr.images import CORE_CONTRAST, synth_waterbirds
-
-            meta, images = synth_waterbirds(p.get("seed", 0), p.get("sizes"), p.get("image_size", 24),
-                                            p.get("core_contrast", CORE_CONTRAST), p.get("noise", 0.08))
-            meta = standardize(meta, spec, "generator")
-            if not a.out_inputs:
-                raise LLRError(f"{spec.name}: --out-inputs is required for a synthetic dataset")
-            with atomic_path(a.out_inputs) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, images)
-            write_csv(a.out_metadata, meta)
+            prepare_synthetic_images(spec, p, a.out_metadata, a.out_inputs)
         else:
             from llr.text import prepare_synthetic_text
 
@@ -140,6 +129,19 @@ def cmd_lastlayer(a) -> None:
                       heldout_sampling_ratio=a.heldout_sampling_ratio)
 
 
+def cmd_lastlayer_backbone(a) -> None:
+    """The authors' LLR mode: the head retrained through the frozen network in
+    training mode, with augmentation (llr.through_backbone)."""
+    erm_params = _json(a.erm_params)
+    _claim_gpu(erm_params)
+    from llr.through_backbone import run_through_backbone_job
+
+    run_through_backbone_job(dataset=a.dataset, metadata=a.metadata, split=a.split, inputs=a.inputs,
+                             model=a.model, heldout=a.heldout, method=a.method, seed=a.seed, epochs=a.epochs,
+                             out_json=a.out, params=_json(a.params), erm_params=erm_params,
+                             pretrained=a.pretrained, heldout_sampling_ratio=a.heldout_sampling_ratio)
+
+
 def cmd_collect(a) -> None:
     from llr import tables
 
@@ -171,13 +173,19 @@ def _heldout_test(a):
 
 def cmd_svm(a) -> None:
     """Figure 3: directional error of the LLR head (SGD, lr 1e-3, 10x the
-    standard epochs) to the hard-margin SVM on the held-out embeddings."""
+    standard epochs) to the linear SVM (LinearSVC, C = 1e5) on the held-out
+    embeddings; whether that SVM separates them goes to the log and the CSV."""
     from llr.analysis import svm_convergence
     from llr.io import write_csv
 
     spec, d = _heldout_test(a)
     X, y, _ = d["heldout"]
-    write_csv(a.out, svm_convergence(X, y, spec.n_classes, epochs=a.epochs, seed=a.seed))
+    df = svm_convergence(X, y, spec.n_classes, epochs=a.epochs, seed=a.seed)
+    at = df.attrs
+    print(f"svm: {len(y)} held-out points, separable={at['separable']} (min constraint "
+          f"{at['svm_min_constraint']:.4g}; LinearSVC C={at['svm_C']:g}, {at['svm_n_iter']} iterations, "
+          f"converged={at['svm_converged']})", flush=True)
+    write_csv(a.out, df)
 
 
 def cmd_margins(a) -> None:
@@ -324,6 +332,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --heldout full and --method llr: keep every held-out example and sample "
                         "so that each class's minority/majority mass is R (the authors' construction)")
     p.set_defaults(func=cmd_lastlayer)
+
+    p = sub.add_parser("lastlayer_backbone",
+                       help="last layer retrained through the frozen network in training mode (the authors' mode)")
+    for k in ("--dataset", "--metadata", "--split", "--inputs", "--model", "--heldout", "--method", "--out"):
+        p.add_argument(k, required=True)
+    p.add_argument("--pretrained", help="the synthetic pretrain file (gives the text model's options)")
+    p.add_argument("--params", default="{}", help="method overrides as for lastlayer, plus backbone_mode and augment")
+    p.add_argument("--erm-params", default="{}", help="the ERM cell's settings (arch, model_path, device, threads, ...)")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--heldout-sampling-ratio", type=float, default=None, metavar="R")
+    p.set_defaults(func=cmd_lastlayer_backbone)
 
     p = sub.add_parser("collect", help="tidy CSVs: runs (one row per run, role, group), logs, analysis")
     p.add_argument("--kind", choices=["runs", "logs", "analysis"], default="runs")

@@ -87,12 +87,25 @@ register(DatasetSpec(
     minority_groups=(1, 3, 5), heldout_from="val",
     defaults={"arch": "bert-base-uncased", "epochs": 20, "schedule": "linear", "max_length": 128},
 ))
-# Embedded synthetic stand-ins (DESIGN section 5).
+# Embedded synthetic stand-ins, one per real dataset and mirroring its spec
+# (llr.images, llr.text).
 register(DatasetSpec(
     name="synth_waterbirds", modality="image",
     class_names=("landbird", "waterbird"), spurious_names=("land", "water"),
     minority_groups=(1, 2), heldout_from="train", weighted_mean=True, synthetic=True,
     defaults={"arch": "resnet18-small", "schedule": "cosine"},
+))
+register(DatasetSpec(
+    name="synth_celeba", modality="image",
+    class_names=("non-blond", "blond"), spurious_names=("female", "male"),
+    minority_groups=(3,), balanced_classes=(0,), heldout_from="val", synthetic=True,
+    defaults={"arch": "resnet18-small", "schedule": "cosine"},
+))
+register(DatasetSpec(
+    name="synth_civilcomments", modality="text",
+    class_names=("non-toxic", "toxic"), spurious_names=("no-identity", "identity"),
+    minority_groups=(1, 2), heldout_from="val", synthetic=True,
+    defaults={"arch": "bert-tiny-synth", "schedule": "linear"},
 ))
 register(DatasetSpec(
     name="synth_multinli", modality="text",

@@ -569,7 +569,10 @@ class Task:
     """What a method sees: the training cell (X, y, g), the validation role
     (for AFR's tuning), the ERM head and the run's settings.
     ``sample_weights``: a sampler over the cell imposed by the job (the
-    sampled held-out construction, :func:`llr.balancing.group_ratio_sampling_weights`)."""
+    sampled held-out construction, :func:`llr.balancing.group_ratio_sampling_weights`).
+    ``report_sets``: name -> (X, y, g, group_weights) on which AFR reports
+    every grid point's WGA and mean accuracy (``<name>_wga``,
+    ``<name>_mean_acc`` in ``afr.grid``); never used for any choice."""
 
     X: np.ndarray
     y: np.ndarray
@@ -584,6 +587,7 @@ class Task:
     epochs: int
     device: str = "cpu"
     sample_weights: np.ndarray | None = None
+    report_sets: dict | None = None
 
 
 # --------------------------------------------------------------------------
@@ -878,12 +882,19 @@ def _afr(task: Task, hp: dict):
         bs.append(b_c)
         eps.append(ep_c)
     W_all, b_all, ep_all = np.concatenate(Ws), np.concatenate(bs), np.concatenate(eps)
+    # each grid point's effective group ratio (its weights; paper section 3.2)
+    eff = {gm: effective_group_ratio(task.y, task.g, wts[gm], task.spec) for gm in gammas}
+    gmass = {gm: _mass(task.g, wts[gm], task.spec.n_groups) for gm in gammas}
     rows = []
     for f, (gm, lm) in enumerate(grid):
         pred = predict(W_all[f], b_all[f], task.X_val)
         acc = group_accuracy(pred, task.y_val, task.g_val, task.spec.n_groups)
         rows.append({"gamma": gm, "lambda": lm, "epoch": int(ep_all[f]), "val_wga": float(np.nanmin(acc)),
-                     "val_mean_acc": float(np.mean(pred == task.y_val))})
+                     "val_mean_acc": float(np.mean(pred == task.y_val)), "effective_group_ratio": eff[gm],
+                     "group_mass": gmass[gm]})
+        for name, (Xr, yr, gr, gwr) in (task.report_sets or {}).items():
+            ev = evaluate_head(W_all[f], b_all[f], Xr, yr, gr, task.spec.n_groups, gwr)
+            rows[-1].update({f"{name}_wga": ev["wga"], f"{name}_mean_acc": ev["mean_acc"]})
     best = max(range(len(grid)), key=lambda f: (rows[f]["val_wga"], rows[f]["val_mean_acc"], -f))
     gm, lm = grid[best]
     info = _plan_info(task, np.arange(N), wts[gm])
@@ -929,13 +940,14 @@ def resolve_hp(name: str, spec: DatasetSpec, params: dict | None = None) -> dict
 def run_method(name: str, X_all: np.ndarray, meta: pd.DataFrame, roles: np.ndarray,
                train_pos: np.ndarray, val_pos: np.ndarray, erm_head: tuple[np.ndarray, np.ndarray],
                hp: dict | None, seed: int, epochs: int, spec: DatasetSpec,
-               device: str = "cpu", sample_weights: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray, dict]:
+               device: str = "cpu", sample_weights: np.ndarray | None = None,
+               report_sets: dict | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Run one method. Rows of ``X_all``, ``meta`` (columns y, g) and ``roles``
     are aligned; ``train_pos`` are the held-out cell's positions, ``val_pos``
     the validation role's. ``hp`` overrides the method's defaults.
     ``sample_weights`` (aligned with ``train_pos``): a sampler over the cell
-    (plain LLR only). Returns the head and an info dict (resolved hp,
+    (plain LLR only). ``report_sets``: see :class:`Task` (AFR's per-grid-point
+    test metrics). Returns the head and an info dict (resolved hp,
     effective training set and group ratios, AFR choice)."""
     hp_r = resolve_hp(name, spec, hp)
     train_pos = np.asarray(train_pos, dtype=np.int64)
@@ -952,7 +964,8 @@ def run_method(name: str, X_all: np.ndarray, meta: pd.DataFrame, roles: np.ndarr
     task = Task(X=np.asarray(X_all[train_pos], dtype=np.float32), y=y[train_pos], g=g[train_pos],
                 X_val=np.asarray(X_all[val_pos], dtype=np.float32), y_val=y[val_pos], g_val=g[val_pos],
                 erm_W=W0, erm_b=b0, spec=spec, seed=int(seed), epochs=int(epochs), device=device,
-                sample_weights=None if sample_weights is None else np.asarray(sample_weights, dtype=np.float64))
+                sample_weights=None if sample_weights is None else np.asarray(sample_weights, dtype=np.float64),
+                report_sets=report_sets)
     if task.sample_weights is not None and task.sample_weights.shape != task.y.shape:
         raise LLRError(f"sample_weights have shape {task.sample_weights.shape}, expected ({len(task.y)},)")
     W, b, info = get_method(name).fn(task, hp_r)
@@ -1044,7 +1057,9 @@ def run_lastlayer_job(embeddings: str, head: str, metadata: str, split: str, hel
     ``heldout_construction: "sampled"``). Every run records
     ``effective_group_ratio`` (the cell as the method weights it),
     ``heldout_group_ratio`` (the cell unweighted) and ``train_group_ratio``
-    (the rows of role 'train', unweighted). Writes ``out_json`` atomically with
+    (the rows of role 'train', unweighted); AFR's ``afr.grid`` rows also
+    record each grid point's ``effective_group_ratio`` and its ``test_wga`` /
+    ``test_mean_acc`` (reported, never used to choose). Writes ``out_json`` atomically with
     metrics on the training cell, the val and the test roles; Waterbirds-like
     datasets weight mean accuracy by the train split's group proportions.
     """
@@ -1108,13 +1123,15 @@ def run_lastlayer_job(embeddings: str, head: str, metadata: str, split: str, hel
     sw = None
     if heldout_sampling_ratio is not None:
         sw = group_ratio_sampling_weights(y[train_pos], g[train_pos], float(heldout_sampling_ratio), spec)
-    W, b, info = run_method(method, X_all, meta, roles, train_pos, val_pos, (W0, b0), hp_in,
-                            seed, epochs, spec, device=device, sample_weights=sw)
-    tr = roles == "train"
-    info["train_group_ratio"] = effective_group_ratio(y[tr], g[tr], None, spec)
     gw = None
     if spec.weighted_mean:
         gw = train_group_weights(g[meta["split"].to_numpy() == "train"], spec.n_groups)
+    test_pos = np.flatnonzero(roles == "test")
+    report = {"test": (X_all[test_pos], y[test_pos], g[test_pos], gw)} if len(test_pos) else None
+    W, b, info = run_method(method, X_all, meta, roles, train_pos, val_pos, (W0, b0), hp_in,
+                            seed, epochs, spec, device=device, sample_weights=sw, report_sets=report)
+    tr = roles == "train"
+    info["train_group_ratio"] = effective_group_ratio(y[tr], g[tr], None, spec)
     metrics = {}  # roles without rows are left out
     for role, pos in (("train_cell", train_pos), ("val", val_pos), ("test", np.flatnonzero(roles == "test"))):
         if len(pos):

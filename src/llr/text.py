@@ -1,72 +1,75 @@
-"""Text: the synthetic MultiNLI stand-in, tokenizers, token caches and BERT.
+"""Text: the synthetic MultiNLI and CivilComments stand-ins, tokenizers,
+token caches and BERT.
 
-The synthetic language (dataset ``synth_multinli``, DESIGN section 5)
----------------------------------------------------------------------
-Every example is one lowercase sentence of 12 to 20 words separated by single
-spaces, with no punctuation, so that the word-level tokenizer below maps each
-word to exactly one token and decoding gives the sentence back verbatim.
+The synthetic language (datasets ``synth_multinli`` and ``synth_civilcomments``)
+-------------------------------------------------------------------------------
+Stand-ins for the paper's two text benchmarks (Section 1 "Datasets and
+models", Appendix B.1 Table 2), on one vocabulary so that one tokenizer and
+one BERT configuration serve both. Every example is one lowercase sentence of
+``MIN_WORDS`` to ``MAX_WORDS`` words separated by single spaces, with no
+punctuation, so that the word-level tokenizer below maps each word to exactly
+one token and decoding gives the sentence back verbatim. Each stand-in is a
+``TextWorld`` (``WORLDS``):
 
-* Filler: words drawn uniformly from ``FILLER_WORDS`` (about 150 everyday
-  nouns, adjectives, verbs and function words). They carry no label.
-* Core phrase: two adjacent words ``KEY LINK`` at a random position. ``KEY``
-  is one of four verbs owned by a class (``CORE_KEYS``: contradiction
-  "disagrees refutes opposes disputes", entailment "agrees confirms supports
-  proves", neutral "ponders recalls imagines notices"); ``LINK`` is one of
-  ``LINKS`` ("with upon over"), shared by all classes.
-* Spurious token (s): when s = 1 the sentence holds exactly one negation word
-  (``NEGATIONS``: "not no never nothing nobody", as in MultiNLI's negation
-  heuristic); when s = 0 none (they are not filler words).
-* Negation scope, what makes the core harder to learn than the spurious
-  token: with probability ``SCOPE_RATE`` (0.3) a negation sentence's
-  negation is "not" right before the key, and a scoped "not" reverses it:
-  ``not agrees`` states a contradiction, ``not disputes`` an entailment
-  (``not ponders`` stays neutral). Otherwise the negation is one of "no
-  never nothing nobody" at a random position other than right before the
-  key, and leaves the key's class alone. So y = ``core_class(text)``: the
-  key's class, swapped between contradiction and entailment under a scoped
-  "not". As in MultiNLI (contradictions written by negating the premise,
-  entailments that contain a negation), negation goes with contradiction,
-  and most negated entailments (group 3) read like contradictions word by
-  word ("not" + a contradiction key): telling them apart takes the
-  interaction of "not" with the key, which an ERM model learns from a
-  group-balanced train set (about 200 such sentences per group) but not
-  from the natural one (about 6 in group 3, against about 70 "not"
-  sentences of group 1 that are contradictions), where "not" comes to mean
-  contradiction. The negation token itself is a single, easy word.
-* Difficulty knob ``core_noise`` (default ``DEFAULT_CORE_NOISE`` = 0.05):
-  with that probability, independently per example and whatever the group,
-  the key is replaced by an *ambiguous* verb (``AMBIGUOUS_KEYS``: "considers
-  discusses reviews describes") that every class uses alike; the label is
-  kept. ERM falls back on its prior for those, which with a negation means
-  contradiction. A group-robust classifier reaches about
-  ``1 - core_noise * 2/3`` on every group.
-* Calibration (``benchmarks/calibrate_synthetic.py``, the pretraining below,
-  then ERM for 2 epochs, lr 1e-3, on the default sizes; numbers per seed in
-  the README, "The embedded default"): natural composition mean accuracy
-  about 0.95 with WGA near 0.6 (group 3); a group-balanced train set of the
-  same size gives WGA above 0.9. (A first calibration, at twice these sizes
-  and 4 epochs, gave natural 0.956-0.963 / WGA 0.63-0.72 and balanced WGA
-  0.936-0.960 on seeds 1 to 6; the set was halved for time.)
-* Groups g = 2y + s. The default composition ``DEFAULT_SIZES`` follows the
-  shape of MultiNLI's Table 2 (negation goes with contradiction: group 1 is
-  about a fifth of group 0, groups 3 and 5 are rare, 1.4% and 1.8% of their
-  class in train) scaled down for CPU training (4255 train sentences, the
-  smallest train group 20). Val and test keep MultiNLI's ordering of group
-  sizes but not its exact shares: their majority groups are halved with
-  train, while the smallest val group keeps 60 sentences (group-ratio
-  subsets of the held-out half of val need them) and the test minority
-  groups 100 or more (WGA measured to a few points).
-* Randomness: every (seed, split, group) cell has its own generator, and each
-  sentence takes a fixed number of uniform draws from it (generation is
-  vectorized over a cell), so changing one group's count leaves every other
-  group's sentences unchanged and extends or truncates its own; the rows of a
-  split are then shuffled by a generator of (seed, split).
+* Filler: words drawn uniformly from ``FILLER_WORDS`` (everyday nouns,
+  adjectives, verbs and function words, shared by both worlds). They carry no
+  label.
+* Core: exactly one key word, at a random position. With probability
+  ``1 - core_noise`` it is a *strong* key, one of the words only its class
+  uses (``strong_keys``; e.g. MultiNLI's contradiction "disagrees refutes
+  opposes disputes", CivilComments' toxic "idiot stupid pathetic moron").
+  Otherwise (probability ``core_noise``, independently per sentence and
+  whatever the group) it is a *weak* key: a word of the class's
+  ``weak_keys`` with probability ``WEAK_FIDELITY`` (0.8), else one of its
+  confusable class's (``confusions``: MultiNLI contradiction <-> entailment,
+  neutral -> contradiction; CivilComments the other class), a hint right
+  four times in five. The core is what the key says; on a group-balanced
+  set the linear rule "the key's class" reaches about ``1 - 0.2 core_noise``
+  in every group, and that is what ERM learns from a group-balanced train
+  set and what the balanced pretraining below puts in the features.
+* Spurious token (s): when s = 1 the sentence holds exactly one word of the
+  world's ``spurious_words`` at another random position (MultiNLI: the
+  negation words "not no never nothing nobody" of its negation heuristic;
+  CivilComments: identity terms for the eight identity categories of the
+  paper's footnote 6); when s = 0 none (they are not filler words).
+* Why ERM on the natural composition leans on the spurious token: the
+  imbalance makes it a strong prior. In synthetic MultiNLI's train set a
+  negation sentence is a contradiction 77% of the time, an entailment 10%
+  (Table 2's p(y|s): .761, .104); against those odds an entailment hint
+  (4:1) loses to the contradictions whose misleading hint it is, so a
+  classifier fit to the natural composition calls a negated entailment with
+  a weak key a contradiction and group 3 loses about the ``core_noise``
+  share. Likewise a toxic hint (4:1) against CivilComments' non-toxic prior
+  (16:1 without an identity term, 4:1 with; Table 2: .079, .164 toxic).
+  Strong keys keep the majority groups, and the mean, high. A last layer
+  refit on group-balanced data undoes the prior: the regime of the real
+  benchmarks.
+* Compositions (``default_sizes``, groups g = 2y + s), Table 2's shape scaled
+  down for CPU training. MultiNLI: class-balanced a priori (800 a class),
+  negation goes with contradiction with Table 2's p(y|s), but negation is in
+  20% of the train sentences instead of 7%: at this scale ERM learns the
+  negation prior only from negated sentences with a weak key, and with 7%
+  (about 10 carrying an entailment hint) natural and balanced ERM came out
+  the same in calibration. CivilComments: toxic 11.5% of train, identity
+  terms in 70% of toxic and 38% of non-toxic comments (Table 2: 11.3%, 58%,
+  38%; p(y|s) within 1.3x of Table 2's): the toxic class's identity group is
+  at least twice its no-identity group in every pool, so that the
+  group-ratio subsets keep 2m examples a class (m the smallest group; a
+  smaller majority group would cap them at its size). Val
+  and test keep the order of their group sizes with the smallest groups
+  raised (group-ratio subsets of the held-out half of val need examples;
+  test WGA to a few points).
+* Randomness: every (seed, world, split, group) cell has its own generator,
+  and each sentence takes a fixed number of uniform draws from it
+  (generation is vectorized over a cell), so changing one group's count
+  leaves every other group's sentences unchanged and extends or truncates
+  its own; the rows of a split are then shuffled by a generator of (seed,
+  world, split).
 * ``pretrain_text`` (the auxiliary corpus of the pretrain step, standing in
-  for BERT pretraining) draws from separate streams of the language without
-  scoped negation (``PRETRAIN_SCOPE_RATE`` = 0; any negation word, "not"
-  included, placed freely): the balanced 6-group task teaches the key classes
-  (core) and the negation token (spurious), while how a scoped "not"
-  composes with a key is left to finetuning, as NLI reasoning is for BERT.
+  for BERT pretraining) is a group-balanced set of the same world from
+  separate streams; predicting the group teaches the keys (strong and weak)
+  and the spurious token, so the pretrained features carry the core linearly
+  (checked by ``benchmarks/calibrate_synthetic.py``'s probe).
 
 Tokenizer: ``synthetic_vocab()`` is the five BERT special tokens plus every
 word of the language; ``build_synthetic_tokenizer(folder)`` writes
@@ -86,7 +89,7 @@ feeds its classifier), and as there, dropout sits between it and the head
 
 Workflow glue: ``prepare_synthetic_text`` (the prepare step: metadata with a
 ``text`` column plus its token cache) and ``pretrain_inputs`` (the balanced
-6-group auxiliary task of the pretrain step, labels g).
+group task of the pretrain step, labels g).
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -112,15 +116,12 @@ from llr.models import Classifier
 # The synthetic language
 # ---------------------------------------------------------------------------
 
-CLASS_NAMES = ("contradiction", "entailment", "neutral")
-N_CLASSES = 3
 N_SPURIOUS = 2
-N_GROUPS = N_CLASSES * N_SPURIOUS
 
 FILLER_WORDS: tuple[str, ...] = tuple("""
 the a an this these those some many every each two three four his her their our
 its my your in at by from near under behind after before during and then while
-since around across into onto inside outside beside between
+since around across into onto inside outside beside between with upon over
 man woman child boy girl dog cat bird horse fish house car tree river city road
 garden window table chair book letter song movie game team school market office
 kitchen doctor teacher farmer artist driver student friend neighbor family
@@ -134,81 +135,151 @@ carries builds paints finds keeps leaves meets moves pulls pushes sells
 today yesterday morning evening again later soon often here there
 """.split())
 
-# class -> key verbs of its core phrase (contradiction, entailment, neutral)
-CORE_KEYS: tuple[tuple[str, ...], ...] = (
-    ("disagrees", "refutes", "opposes", "disputes"),
-    ("agrees", "confirms", "supports", "proves"),
-    ("ponders", "recalls", "imagines", "notices"),
+MIN_WORDS, MAX_WORDS = 6, 10
+WEAK_FIDELITY = 0.8  # a weak key hints at its sentence's class with this probability
+
+
+@dataclass(frozen=True)
+class TextWorld:
+    """The words of one text stand-in: per class its strong and weak keys,
+    the spurious words, its default group counts and ``core_noise``."""
+
+    name: str
+    code: int  # random stream of the world
+    class_names: tuple[str, ...]
+    spurious_names: tuple[str, ...]
+    strong_keys: tuple[tuple[str, ...], ...]
+    weak_keys: tuple[tuple[str, ...], ...]
+    spurious_words: tuple[str, ...]
+    confusions: tuple[int, ...]  # per class: the class its misleading weak keys hint at
+    default_sizes: dict
+    default_core_noise: float
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def n_groups(self) -> int:
+        return self.n_classes * N_SPURIOUS
+
+
+MULTINLI = TextWorld(
+    name="synth_multinli", code=1,
+    class_names=("contradiction", "entailment", "neutral"), spurious_names=("no-negation", "negation"),
+    strong_keys=(("disagrees", "refutes", "opposes", "disputes"),
+                 ("agrees", "confirms", "supports", "proves"),
+                 ("ponders", "recalls", "imagines", "notices")),
+    weak_keys=(("doubts", "questions", "resists"),
+               ("accepts", "echoes", "follows"),
+               ("wonders", "mentions", "guesses")),
+    spurious_words=("not", "no", "never", "nothing", "nobody"),
+    confusions=(1, 0, 0),
+    default_sizes={
+        "train": (430, 370, 752, 48, 738, 62),
+        "val": (240, 200, 420, 40, 410, 45),
+        "test": (400, 300, 700, 80, 690, 90),
+    },
+    default_core_noise=0.3,
 )
-AMBIGUOUS_KEYS: tuple[str, ...] = ("considers", "discusses", "reviews", "describes")
-LINKS: tuple[str, ...] = ("with", "upon", "over")
-NEGATIONS: tuple[str, ...] = ("not", "no", "never", "nothing", "nobody")
-SCOPED_NEGATION = "not"  # the one negation word that takes scope over the key
-FREE_NEGATIONS: tuple[str, ...] = tuple(w for w in NEGATIONS if w != SCOPED_NEGATION)
+CIVILCOMMENTS = TextWorld(
+    name="synth_civilcomments", code=2,
+    class_names=("non-toxic", "toxic"), spurious_names=("no-identity", "identity"),
+    strong_keys=(("thanks", "appreciate", "helpful", "insightful"),
+                 ("idiot", "stupid", "pathetic", "moron")),
+    weak_keys=(("fair", "reasonable", "decent"),
+               ("ridiculous", "awful", "annoying")),
+    spurious_words=("male", "female", "gay", "black", "white", "christian", "muslim", "jewish"),
+    confusions=(1, 0),
+    default_sizes={
+        "train": (1100, 670, 70, 160),
+        "val": (500, 300, 40, 100),
+        "test": (700, 420, 100, 160),
+    },
+    default_core_noise=0.25,
+)
+WORLDS: dict[str, TextWorld] = {w.name: w for w in (MULTINLI, CIVILCOMMENTS)}
+
+# Back-compatible names of the MultiNLI world.
+CLASS_NAMES = MULTINLI.class_names
+N_CLASSES = MULTINLI.n_classes
+N_GROUPS = MULTINLI.n_groups
+CORE_KEYS = MULTINLI.strong_keys
+NEGATIONS = MULTINLI.spurious_words
+DEFAULT_SIZES = MULTINLI.default_sizes
+DEFAULT_CORE_NOISE = MULTINLI.default_core_noise
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-MIN_WORDS, MAX_WORDS = 12, 20
-# Difficulty knobs, calibrated with benchmarks/calibrate_synthetic.py (see the
-# module docstring).
-DEFAULT_CORE_NOISE = 0.05  # share of ambiguous keys (label kept), any group
-SCOPE_RATE = 0.3  # share of negation sentences whose negation is "not KEY"
-PRETRAIN_SCOPE_RATE = 0.0  # the auxiliary corpus has no scoped negation
-PRETRAIN_NEGATIONS = NEGATIONS  # ... where every negation word, "not" too, is free
-
-# Per split, counts of groups 0..5 = (contradiction, entailment, neutral) x
-# (no-negation, negation); MultiNLI's Table 2 shape, scaled down.
-DEFAULT_SIZES: dict[str, tuple[int, ...]] = {
-    "train": (1200, 230, 1400, 20, 1380, 25),
-    "val": (400, 80, 470, 60, 465, 70),
-    "test": (500, 120, 600, 100, 600, 110),
-}
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _PRETRAIN_CODE = 3
 
-_KEY_CLASS = {k: c for c, keys in enumerate(CORE_KEYS) for k in keys}
-_KEY_CLASS.update({k: -1 for k in AMBIGUOUS_KEYS})
-_FLIP = (1, 0, 2)  # "not KEY": contradiction <-> entailment, neutral stays
+# key word -> (world, class, weak)
+_KEYS: dict[str, tuple[str, int, bool]] = {
+    k: (w.name, c, weak) for w in WORLDS.values()
+    for weak, table in ((False, w.strong_keys), (True, w.weak_keys))
+    for c, keys in enumerate(table) for k in keys
+}
 
 
 def _check_words() -> None:
-    groups = [FILLER_WORDS, tuple(_KEY_CLASS), LINKS, NEGATIONS]
+    groups = [FILLER_WORDS, tuple(_KEYS)] + [w.spurious_words for w in WORLDS.values()]
     allw = [w for g in groups for w in g]
     assert len(allw) == len(set(allw)), "synthetic language: word sets overlap"
-    assert len({len(k) for k in CORE_KEYS}) == 1
+    for w in WORLDS.values():
+        assert len({len(k) for k in w.strong_keys}) == 1 and len({len(k) for k in w.weak_keys}) == 1
+        assert len(w.strong_keys) == len(w.weak_keys) == len(w.confusions) == w.n_classes
+        assert all(c != y for y, c in enumerate(w.confusions))
+        assert all(len(c) == w.n_groups for c in w.default_sizes.values())
 
 
 _check_words()
 
 
+def get_world(dataset: str) -> TextWorld:
+    try:
+        return WORLDS[dataset]
+    except KeyError:
+        raise LLRError(f"synthetic text: unknown stand-in {dataset!r}, expected one of {sorted(WORLDS)}") from None
+
+
 def synthetic_vocab() -> list[str]:
     """The tokenizer vocabulary: special tokens, then every word (sorted)."""
-    words = sorted(set(FILLER_WORDS) | set(_KEY_CLASS) | set(LINKS) | set(NEGATIONS))
-    return list(SPECIAL_TOKENS) + words
+    words = set(FILLER_WORDS) | set(_KEYS) | {s for w in WORLDS.values() for s in w.spurious_words}
+    return list(SPECIAL_TOKENS) + sorted(words)
+
+
+def key_of(text: str) -> tuple[str, int, bool]:
+    """(world, class, weak) of a sentence's key word."""
+    for w in text.split():
+        if w in _KEYS:
+            return _KEYS[w]
+    raise LLRError(f"synthetic text without a key word: {text!r}")
 
 
 def core_class(text: str) -> int:
-    """The class a sentence's core phrase states: the key's class, with
-    contradiction and entailment swapped when the scoped negation "not"
-    stands right before the key (``not agrees`` is a contradiction); -1 if the key is
-    ambiguous (noise)."""
-    ws = text.split()
-    for i, w in enumerate(ws):
-        if w in _KEY_CLASS:
-            c = _KEY_CLASS[w]
-            if c >= 0 and i > 0 and ws[i - 1] == SCOPED_NEGATION:
-                c = _FLIP[c]
-            return c
-    raise LLRError(f"synthetic text without a core phrase: {text!r}")
+    """The class a sentence's key states (strong key) or hints at (weak)."""
+    return key_of(text)[1]
+
+
+def is_weak(text: str) -> bool:
+    """Whether a sentence's key is a weak one (a hint, ``WEAK_FIDELITY``)."""
+    return key_of(text)[2]
+
+
+def has_spurious(text: str, dataset: str = "synth_multinli") -> bool:
+    """Whether a sentence holds the stand-in's spurious token (s = 1)."""
+    words = set(get_world(dataset).spurious_words)
+    return any(w in words for w in text.split())
 
 
 def has_negation(text: str) -> bool:
-    return any(w in NEGATIONS for w in text.split())
+    return has_spurious(text, "synth_multinli")
 
 
 # Columns of the uniform draws of one sentence: a fixed number per row, so
 # that the first k sentences of a cell do not depend on how many it has.
-_U_LEN, _U_KEY, _U_LINK, _U_NOISE, _U_AMB, _U_NEG, _U_SCOPE, _U_POS, _U_NEGPOS = range(9)
-_U_FILL = 9
+_U_LEN, _U_WEAK, _U_TRUE, _U_KEY, _U_KPOS, _U_SPOS, _U_SWORD = range(7)
+_U_FILL = 7
 _U_WIDTH = _U_FILL + MAX_WORDS
 
 
@@ -217,35 +288,29 @@ def _pick(u: np.ndarray, k) -> np.ndarray:
     return np.minimum((u * k).astype(np.int64), np.asarray(k) - 1)
 
 
-def _group_sentences(seed: int, code: int, g: int, n: int, core_noise: float, scope_rate: float,
-                     free_negations: Sequence[str] = FREE_NEGATIONS) -> list[str]:
-    """``n`` sentences of group g = 2y + s, from the generator of (seed,
-    code, g), vectorized over the rows of one (n, _U_WIDTH) uniform draw."""
+def _group_sentences(world: TextWorld, seed: int, code: int, g: int, n: int, core_noise: float) -> list[str]:
+    """``n`` sentences of group g = 2y + s of ``world``, from the generator
+    of (seed, world, code, g), vectorized over the rows of one (n, _U_WIDTH)
+    uniform draw."""
     if n == 0:
         return []
-    u = np.random.default_rng([int(seed), code, g]).random((n, _U_WIDTH))
+    u = np.random.default_rng([int(seed), world.code, code, g]).random((n, _U_WIDTH))
     y, s = divmod(g, N_SPURIOUS)
     length = MIN_WORDS + _pick(u[:, _U_LEN], MAX_WORDS - MIN_WORDS + 1)
-    scoped = (u[:, _U_SCOPE] < scope_rate) & bool(s)
-    # a scoped negation reverses the key, so "not" + a key of the swapped class
-    keys = np.array(CORE_KEYS, dtype=object)
-    key_class = np.where(scoped, _FLIP[y], y)
-    key = keys[key_class, _pick(u[:, _U_KEY], keys.shape[1])]
-    ambiguous = np.array(AMBIGUOUS_KEYS, dtype=object)[_pick(u[:, _U_AMB], len(AMBIGUOUS_KEYS))]
-    key = np.where(u[:, _U_NOISE] < core_noise, ambiguous, key)
+    weak = u[:, _U_WEAK] < core_noise
+    hint = np.where(u[:, _U_TRUE] < WEAK_FIDELITY, y, world.confusions[y])
+    strong = np.array(world.strong_keys[y], dtype=object)[_pick(u[:, _U_KEY], len(world.strong_keys[y]))]
+    weak_table = np.array(world.weak_keys, dtype=object)
+    weak_word = weak_table[hint, _pick(u[:, _U_KEY], weak_table.shape[1])]
     words = np.array(FILLER_WORDS, dtype=object)[_pick(u[:, _U_FILL:], len(FILLER_WORDS))]
     rows = np.arange(n)
-    # core phrase "key link" at kpos, kpos + 1; a scoped negation at kpos - 1,
-    # a free one anywhere else except right before the key
-    kpos = scoped + _pick(u[:, _U_POS], length - 1 - scoped)
+    kpos = _pick(u[:, _U_KPOS], length)
     if s:
-        lo = np.maximum(kpos - 1, 0)
-        free = _pick(u[:, _U_NEGPOS], length - 2 - (kpos > 0))
-        npos = np.where(scoped, kpos - 1, np.where(free < lo, free, free + kpos + 2 - lo))
-        free_word = np.array(free_negations, dtype=object)[_pick(u[:, _U_NEG], len(free_negations))]
-        words[rows, npos] = np.where(scoped, SCOPED_NEGATION, free_word)
-    words[rows, kpos] = key
-    words[rows, kpos + 1] = np.array(LINKS, dtype=object)[_pick(u[:, _U_LINK], len(LINKS))]
+        spos = _pick(u[:, _U_SPOS], length - 1)
+        spos = spos + (spos >= kpos)
+        words[rows, spos] = np.array(world.spurious_words, dtype=object)[
+            _pick(u[:, _U_SWORD], len(world.spurious_words))]
+    words[rows, kpos] = np.where(weak, weak_word, strong)
     return [" ".join(r[:k]) for r, k in zip(words.tolist(), length.tolist())]
 
 
@@ -256,66 +321,61 @@ def _check_noise(core_noise: float) -> float:
     return core_noise
 
 
-def resolve_sizes(sizes: dict | None) -> dict[str, tuple[int, ...]]:
-    """Per-split group counts: ``DEFAULT_SIZES`` updated by ``sizes``. Each
-    given split needs 6 non-negative integers (groups 0..5)."""
-    out = dict(DEFAULT_SIZES)
+def resolve_sizes(sizes: dict | None, dataset: str = "synth_multinli") -> dict[str, tuple[int, ...]]:
+    """Per-split group counts: the stand-in's ``default_sizes`` updated by
+    ``sizes``. Each given split needs one non-negative integer per group."""
+    world = get_world(dataset)
+    out = dict(world.default_sizes)
     for split, counts in (sizes or {}).items():
         if split not in _SPLIT_CODE:
-            raise LLRError(f"synthetic text: sizes key {split!r} not in {list(_SPLIT_CODE)}")
+            raise LLRError(f"{dataset}: sizes key {split!r} not in {list(_SPLIT_CODE)}")
         counts = list(counts)
-        if len(counts) != N_GROUPS or any(int(c) != c or c < 0 for c in counts):
-            raise LLRError(f"synthetic text: sizes[{split!r}]={counts} invalid, expected {N_GROUPS} non-negative integers (groups 0..5)")
+        if len(counts) != world.n_groups or any(int(c) != c or c < 0 for c in counts):
+            raise LLRError(f"{dataset}: sizes[{split!r}]={counts} invalid, expected {world.n_groups} "
+                           f"non-negative integers (groups 0..{world.n_groups - 1})")
         out[split] = tuple(int(c) for c in counts)
     return out
 
 
-def generate_synthetic_text(seed: int, sizes: dict | None = None, *,
-                            core_noise: float = DEFAULT_CORE_NOISE) -> pd.DataFrame:
-    """The synthetic MultiNLI stand-in: columns ``split,y,s,text``, splits in
-    the order train, val, test, each shuffled; ``sizes[split][g]`` rows of
-    group g = 2y + s (missing splits take ``DEFAULT_SIZES``)."""
-    sizes = resolve_sizes(sizes)
-    core_noise = _check_noise(core_noise)
+def generate_synthetic_text(seed: int, sizes: dict | None = None, *, core_noise: float | None = None,
+                            dataset: str = "synth_multinli") -> pd.DataFrame:
+    """A text stand-in (``dataset``, default the MultiNLI one): columns
+    ``split,y,s,text``, splits in the order train, val, test, each shuffled;
+    ``sizes[split][g]`` rows of group g = 2y + s (missing splits take the
+    stand-in's ``default_sizes``; ``core_noise`` its default)."""
+    world = get_world(dataset)
+    sizes = resolve_sizes(sizes, dataset)
+    core_noise = _check_noise(world.default_core_noise if core_noise is None else core_noise)
     frames = []
     for split, code in _SPLIT_CODE.items():
-        texts, ys, ss = [], [], []
-        for g, n in enumerate(sizes[split]):
-            texts += _group_sentences(seed, code, g, n, core_noise, SCOPE_RATE)
-            y, s = divmod(g, N_SPURIOUS)
-            ys += [y] * n
-            ss += [s] * n
-        order = np.random.default_rng([int(seed), code, 99]).permutation(len(texts))
+        counts = np.asarray(sizes[split], dtype=np.int64)
+        texts = [t for g, n in enumerate(counts) for t in _group_sentences(world, seed, code, g, int(n), core_noise)]
+        g = np.repeat(np.arange(world.n_groups), counts)
+        order = np.random.default_rng([int(seed), world.code, code, 99]).permutation(len(texts))
         frames.append(pd.DataFrame({
             "split": split,
-            "y": np.asarray(ys, dtype=np.int64)[order],
-            "s": np.asarray(ss, dtype=np.int64)[order],
+            "y": g[order] // N_SPURIOUS,
+            "s": g[order] % N_SPURIOUS,
             "text": np.asarray(texts, dtype=object)[order],
         }))
     return pd.concat(frames, ignore_index=True)
 
 
-def pretrain_text(seed: int, n: int, *, core_noise: float = DEFAULT_CORE_NOISE) -> pd.DataFrame:
-    """A group-balanced auxiliary set of the language (columns
-    ``y,s,g,text``, shuffled): ``n`` rows, ``n // 6`` per group and the
+def pretrain_text(seed: int, n: int, *, core_noise: float | None = None,
+                  dataset: str = "synth_multinli") -> pd.DataFrame:
+    """A group-balanced auxiliary set of a stand-in's world (columns
+    ``y,s,g,text``, shuffled): ``n`` rows, ``n // G`` per group and the
     remainder spread over the first groups. Drawn from streams disjoint from
-    ``generate_synthetic_text``'s, standing in for BERT pretraining data: the
-    words, keys and negations of the benchmark (any of ``NEGATIONS``, placed
-    freely), but no negation in scope of a key (``PRETRAIN_SCOPE_RATE``), so
-    pretraining teaches the key classes and the negation token, not how a
-    scoped "not" composes with a key."""
-    n = int(n)
-    if n < N_GROUPS:
-        raise LLRError(f"pretrain_text: n={n} too small, expected at least {N_GROUPS} (one per group)")
-    core_noise = _check_noise(core_noise)
-    counts = [n // N_GROUPS + (g < n % N_GROUPS) for g in range(N_GROUPS)]
-    texts: list[str] = []
-    gs: list[int] = []
-    for g, c in enumerate(counts):
-        texts += _group_sentences(seed, _PRETRAIN_CODE, g, c, core_noise, PRETRAIN_SCOPE_RATE, PRETRAIN_NEGATIONS)
-        gs += [g] * c
-    order = np.random.default_rng([int(seed), _PRETRAIN_CODE, 99]).permutation(n)
-    g = np.asarray(gs, dtype=np.int64)[order]
+    ``generate_synthetic_text``'s, standing in for BERT pretraining data."""
+    world = get_world(dataset)
+    n, k = int(n), world.n_groups
+    if n < k:
+        raise LLRError(f"pretrain_text: n={n} too small, expected at least {k} (one per group)")
+    core_noise = _check_noise(world.default_core_noise if core_noise is None else core_noise)
+    counts = [n // k + (g < n % k) for g in range(k)]
+    texts = [t for g, c in enumerate(counts) for t in _group_sentences(world, seed, _PRETRAIN_CODE, g, c, core_noise)]
+    order = np.random.default_rng([int(seed), world.code, _PRETRAIN_CODE, 99]).permutation(n)
+    g = np.repeat(np.arange(k), counts)[order]
     return pd.DataFrame({"y": g // N_SPURIOUS, "s": g % N_SPURIOUS, "g": g,
                          "text": np.asarray(texts, dtype=object)[order]})
 
@@ -510,17 +570,17 @@ SYNTH_MAX_LENGTH = 64
 
 def prepare_synthetic_text(spec, params: dict, out_metadata: str | os.PathLike,
                            out_inputs: str | os.PathLike | None) -> None:
-    """``prepare`` for ``synth_multinli``: generate the benchmark from
-    ``params`` (``seed``, ``sizes``, ``core_noise``; ``max_length``,
-    ``tokenizer_dir``), write the standardized metadata (with the ``text``
-    column) and its token cache ``out_inputs``."""
+    """``prepare`` for a text stand-in: generate it from ``params``
+    (``seed``, ``sizes``, ``core_noise``; ``max_length``, ``tokenizer_dir``),
+    write the standardized metadata (with the ``text`` column) and its token
+    cache ``out_inputs``."""
     from llr.data import standardize
     from llr.io import write_csv
 
     if not out_inputs:
         raise LLRError(f"{spec.name}: --out-inputs is required for a synthetic dataset")
     df = generate_synthetic_text(int(params.get("seed", 0)), params.get("sizes"),
-                                 core_noise=params.get("core_noise", DEFAULT_CORE_NOISE))
+                                 core_noise=params.get("core_noise"), dataset=spec.name)
     meta = standardize(df, spec, "generator")
     tok = load_tokenizer(SYNTHETIC_TOKENIZER, params.get("tokenizer_dir"))
     tokenize_cache(meta["text"].tolist(), tok, int(params.get("max_length", SYNTH_MAX_LENGTH)), out_inputs)
@@ -531,9 +591,9 @@ def pretrain_inputs(spec, params: dict, seed: int, n_per_group: int, tokenizer_d
     """The balanced auxiliary task of the synthetic pretrain step: returns
     (``TextInputs`` in memory, group labels g, ``model_kw`` for
     ``build_model``). ``params``: ``pretrain_core_noise`` (else
-    ``core_noise``), ``max_length``."""
-    noise = params.get("pretrain_core_noise", params.get("core_noise", DEFAULT_CORE_NOISE))
-    df = pretrain_text(seed, int(n_per_group) * spec.n_groups, core_noise=noise)
+    ``core_noise``, else the stand-in's default), ``max_length``."""
+    noise = params.get("pretrain_core_noise", params.get("core_noise"))
+    df = pretrain_text(seed, int(n_per_group) * spec.n_groups, core_noise=noise, dataset=spec.name)
     tok = load_tokenizer(SYNTHETIC_TOKENIZER, tokenizer_dir)
     arrays = encode(df["text"].tolist(), tok, int(params.get("max_length", SYNTH_MAX_LENGTH)))
     return TextInputs(arrays=arrays), df["g"].to_numpy(), {"vocab_size": len(tok)}
