@@ -193,6 +193,22 @@ def _class_groups(y: np.ndarray, g: np.ndarray, spec: DatasetSpec):
     return counts, major, (minority_n > 0) & ~declared
 
 
+def class_group_masses(y: np.ndarray, g: np.ndarray, weights: np.ndarray | None,
+                       spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class: the weighted mass of its majority group (the group with the
+    most examples, unweighted), of its minority group(s), and whether the
+    class counts for group ratios (see :func:`effective_group_ratio`)."""
+    y = np.asarray(y, dtype=np.int64)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != y.shape:
+        raise LLRError(f"weights have shape {w.shape}, expected ({len(y)},)")
+    _, major, keep = _class_groups(y, g, spec)
+    mass = np.bincount(np.asarray(g, dtype=np.int64), weights=w,
+                       minlength=spec.n_groups).reshape(spec.n_classes, spec.n_spurious)
+    maj = mass[np.arange(spec.n_classes), major]
+    return maj, mass.sum(axis=1) - maj, keep
+
+
 def effective_group_ratio(y: np.ndarray, g: np.ndarray, weights: np.ndarray | None,
                           spec: DatasetSpec) -> float:
     """The group ratio a method effectively trains with (paper section 3.1:
@@ -208,15 +224,7 @@ def effective_group_ratio(y: np.ndarray, g: np.ndarray, weights: np.ndarray | No
     by the group-ratio subsets) have no minority group and are left out, as in
     the paper's ratios. ``weights=None`` counts examples. NaN when no class
     qualifies (or a majority group carries no weight)."""
-    y = np.asarray(y, dtype=np.int64)
-    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != y.shape:
-        raise LLRError(f"weights have shape {w.shape}, expected ({len(y)},)")
-    counts, major, keep = _class_groups(y, g, spec)
-    mass = np.bincount(np.asarray(g, dtype=np.int64), weights=w,
-                       minlength=spec.n_groups).reshape(spec.n_classes, spec.n_spurious)
-    maj = mass[np.arange(spec.n_classes), major]
-    mino = mass.sum(axis=1) - maj
+    maj, mino, keep = class_group_masses(y, g, weights, spec)
     if not keep.any():
         return float("nan")
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from llr.balancing import _class_groups, balance, effective_group_ratio, rng_for
+from llr.balancing import balance, effective_group_ratio, rng_for
 from llr.data import DatasetSpec, get_spec
 from llr.errors import LLRError
 
@@ -68,15 +68,9 @@ def pooled_group_ratio(y: np.ndarray, g: np.ndarray, weights: np.ndarray | None,
     (a class's majority group: its group with the most examples, unweighted).
     Unlike the per-class ratio, class-level reweighting moves it. NaN when no
     class qualifies or the majority groups carry no weight."""
-    y = np.asarray(y, dtype=np.int64)
-    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != y.shape:
-        raise LLRError(f"weights have shape {w.shape}, expected ({len(y)},)")
-    _, major, keep = _class_groups(y, g, spec)
-    mass = np.bincount(np.asarray(g, dtype=np.int64), weights=w,
-                       minlength=spec.n_groups).reshape(spec.n_classes, spec.n_spurious)
-    maj = mass[np.arange(spec.n_classes), major]
-    mino = mass.sum(axis=1) - maj
+    from llr.balancing import class_group_masses
+
+    maj, mino, keep = class_group_masses(y, g, weights, spec)
     den = float(maj[keep].sum())
     return float(mino[keep].sum() / den) if keep.any() and den > 0 else float("nan")
 

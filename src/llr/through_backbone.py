@@ -25,7 +25,6 @@ the two modes is thus only the authors' training-mode forward pass.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -39,17 +38,13 @@ BACKBONE_MODES = ("train", "eval")
 
 
 def _parse(text: str | dict | None, what: str) -> dict:
-    if text is None or text == "":
-        return {}
-    if isinstance(text, dict):
-        return dict(text)
+    """A JSON object given as text (or a dict), as the lastlayer job reads it."""
+    from llr.lastlayer import _parse_params
+
     try:
-        out = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise LLRError(f"{what} {text[:80]!r} is not valid JSON ({e.msg})") from None
-    if not isinstance(out, dict):
-        raise LLRError(f"{what} must be a JSON object, got {type(out).__name__}")
-    return out
+        return _parse_params(text)
+    except LLRError as e:
+        raise LLRError(f"{what}: {e}") from None
 
 
 def _roles(split: str, n: int) -> np.ndarray:
