@@ -371,3 +371,9 @@ def test_cache_key_follows_the_code(tmp_path):
     erm_cached = [l for l in cached.splitlines() if "-m llr erm" in l]
     assert erm_plain and not any('"code":' in l for l in erm_plain)
     assert erm_cached and all(re.search(r'"code": "[0-9a-f]{16}"', l) for l in erm_cached)
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    res = smk("--lint", cwd=tmp_path, check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "Congratulations" in out, out[-3000:]
