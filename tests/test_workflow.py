@@ -118,8 +118,18 @@ def test_tiny_run_outputs(tiny_run):
         for ext, magic in (("png", b"\x89PNG"), ("pdf", b"%PDF")):
             f = res / "figures" / f"{fig}.{ext}"
             assert f.read_bytes()[:4] == magic
+    # the HTML report shows every figure with its caption from workflow/report/*.rst
+    html = (res / "report.html").read_text()
+    assert "Figure 8 (beyond the paper)" in html and "Caching ablation (a deviation measured)" in html
+    fig8 = pd.read_csv(res / "tables" / "fig8_effective_ratio.csv")
+    ab = pd.read_csv(res / "tables" / "ablation_caching.csv")
+    assert set(ab["mode"]) == {"cached", "through_backbone"}
+    assert ab.groupby("mode").size().nunique() == 1  # the same cells in both modes
     runs = pd.read_csv(res / "tables" / "fig4_runs.csv")
     assert runs["wga"].between(0, 1).all() and runs["acc"].between(0, 1).all()
+    # Figure 8 has one row per last-layer run of Figures 4, 5, 7 (plus AFR grid points)
+    ll = runs[(runs["method"] != "erm")].drop_duplicates(["dataset", "seed", "erm", "method", "heldout"])
+    assert len(fig8[fig8["point"] == "run"].merge(ll[["dataset", "seed", "erm", "method", "heldout"]])) == len(ll)
     n_r = len(cfg["group_ratios"])
     test = runs[runs["role"] == "test"]
     run_keys = ["dataset", "seed", "erm", "method", "heldout"]

@@ -75,7 +75,18 @@ td.yes { background: #e3f5e1; } td.no { background: #fbe3e3; } td.inconclusive {
 """
 
 
+CAPTION_DIR = Path(__file__).resolve().parents[2] / "workflow" / "report"
+# Tables summarising a figure share its caption file.
+CAPTION_FILES = {"fig8_correlation": "fig8", "fig8_effective_ratio": "fig8",
+                 "ablation_caching_summary": "ablation_caching"}
+
+
 def caption(stem: str) -> str:
+    """The item's caption: workflow/report/<stem>.rst (the captions that
+    `snakemake --report` shows too) where it exists, else CAPTIONS."""
+    f = CAPTION_DIR / f"{CAPTION_FILES.get(stem, stem)}.rst"
+    if f.is_file():
+        return " ".join(f.read_text().split())
     return CAPTIONS.get(stem, stem)
 
 

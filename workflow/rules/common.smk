@@ -33,6 +33,8 @@ for _erm in config["erm"].values():
         if isinstance(_block.get("model_path"), str):
             _block["model_path"] = _block["model_path"].replace("{data_root}", DATA_ROOT)
 SRC = os.path.join(workflow.basedir, "src", "llr")
+# Captions of figures and tables: one source for `snakemake --report` and report.html.
+CAPTIONS = sorted(glob.glob(os.path.join(workflow.basedir, "workflow", "report", "*.rst")))
 # Each config writes into its own folders (results_dir, logs_dir): a tiny or a
 # paper-grid run never overwrites the embedded default's results/.
 RESULTS = config.get("results_dir", "results").rstrip("/")

@@ -141,6 +141,7 @@ rule report:
     input:
         data=report_inputs(),
         code=os.path.join(SRC, "report.py"),
+        captions=CAPTIONS,
     output:
         res("report.html"),
     log:
