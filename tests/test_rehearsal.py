@@ -26,7 +26,7 @@ def rehearsal(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "llr", "fixtures", str(fx), "--tiny-bert"], check=True,
                    env=snakemake_env(), capture_output=True)
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work),
-           "--cores", "2", "all", "--configfile", str(REHEARSAL), "--config", f"data_root={fx}", "seeds=[1]"]
+           "--cores", "2", "all", "--configfile", str(REHEARSAL), "--config", f"data_root={fx}"]
     res = subprocess.run(cmd, cwd=work, env=snakemake_env(), capture_output=True, text=True)
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-4000:])
     return work, fx
