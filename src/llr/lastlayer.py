@@ -1033,6 +1033,27 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def heldout_cell(heldout: str, roles: np.ndarray, split: str | None = None) -> np.ndarray:
+    """Sorted positions of a last-layer job's training cell: the whole
+    held-out role (``heldout='full'``) or a subset csv (column idx), which
+    may hold only heldout (or train) rows of ``split``."""
+    n = len(roles)
+    if heldout == "full":
+        pos = np.flatnonzero(roles == "heldout")
+    else:
+        pos = np.sort(_read_csv(heldout, ("idx",))["idx"].to_numpy(dtype=np.int64))
+        if len(pos) and (pos.min() < 0 or pos.max() >= n):
+            raise LLRError(f"{heldout}: idx {int(pos.max())} out of range 0..{n - 1}")
+    if len(pos) == 0:
+        raise LLRError(f"{heldout}: the held-out cell is empty")
+    leak = np.isin(roles[pos], ["val", "test"])
+    if leak.any():
+        where = f" in {split}" if split else ""
+        raise LLRError(f"{heldout}: idx {int(pos[leak][0])} has role {roles[pos][leak][0]!r}{where}; "
+                       f"a held-out cell may hold only heldout (or train) rows")
+    return pos
+
+
 def run_lastlayer_job(embeddings: str, head: str, metadata: str, split: str, heldout: str,
                       method: str, params: str | dict | None, seed: int, epochs: int,
                       out_json: str, device: str = "cpu", dataset: str | None = None,
@@ -1100,19 +1121,7 @@ def run_lastlayer_job(embeddings: str, head: str, metadata: str, split: str, hel
     roles = np.empty(N, dtype=object)
     roles[sidx] = sp["role"].to_numpy()
 
-    if heldout == "full":
-        train_pos = np.flatnonzero(roles == "heldout")
-    else:
-        sub = _read_csv(heldout, ("idx",))
-        train_pos = np.sort(sub["idx"].to_numpy(dtype=np.int64))
-        if len(train_pos) and (train_pos.min() < 0 or train_pos.max() >= N):
-            raise LLRError(f"{heldout}: idx {int(train_pos.max())} out of range 0..{N - 1}")
-    if len(train_pos) == 0:
-        raise LLRError(f"{heldout}: the held-out cell is empty")
-    leak = np.isin(roles[train_pos], ["val", "test"])
-    if leak.any():
-        raise LLRError(f"{heldout}: idx {int(train_pos[leak][0])} has role {roles[train_pos][leak][0]!r} "
-                       f"in {split}; a held-out cell may hold only heldout (or train) rows")
+    train_pos = heldout_cell(heldout, roles, split)
     val_pos = np.flatnonzero(roles == "val")
 
     W0, b0 = _load_head(head)

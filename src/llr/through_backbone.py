@@ -65,22 +65,9 @@ def _roles(split: str, n: int) -> np.ndarray:
 
 def _cell(heldout: str, roles: np.ndarray) -> np.ndarray:
     """Positions of the held-out cell, sorted (as the cached job)."""
-    from llr.io import read_csv
+    from llr.lastlayer import heldout_cell
 
-    n = len(roles)
-    if heldout == "full":
-        pos = np.flatnonzero(roles == "heldout")
-    else:
-        pos = np.sort(read_csv(heldout, ("idx",))["idx"].to_numpy(dtype=np.int64))
-        if len(pos) and (pos.min() < 0 or pos.max() >= n):
-            raise LLRError(f"{heldout}: idx {int(pos.max())} out of range 0..{n - 1}")
-    if len(pos) == 0:
-        raise LLRError(f"{heldout}: the held-out cell is empty")
-    leak = np.isin(roles[pos], ["val", "test"])
-    if leak.any():
-        raise LLRError(f"{heldout}: idx {int(pos[leak][0])} has role {roles[pos][leak][0]!r}; a held-out cell "
-                       f"may hold only heldout (or train) rows")
-    return pos
+    return heldout_cell(heldout, roles)
 
 
 def load_erm_model(model_pt: str, arch: str, n_classes: int, pretrained: str | None = None,
