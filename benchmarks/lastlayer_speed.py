@@ -1,5 +1,5 @@
 """Speed of last-layer retraining on cached embeddings versus through the
-frozen backbone (DESIGN section 6). A script, not a test: prints numbers.
+frozen backbone (docs/design.md, "Deviations": LLR input). A script, not a test: prints numbers.
 
 (a) the LLR fit on cached embeddings with ``llr.lastlayer.fit_softmax``
     (NumPy; ``--device cuda`` for torch on a GPU);

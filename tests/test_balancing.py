@@ -1,4 +1,4 @@
-"""Held-out carving, group-ratio subsets and balancing (DESIGN section 4)."""
+"""Held-out carving, group-ratio subsets and balancing (docs/design.md, "Definitions")."""
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,7 @@ MNLI = get_spec("multinli")
 
 
 def brute_targets(counts, r, minority, balanced=()):
-    """Direct transcription of DESIGN section 4, group by group."""
+    """Direct transcription of docs/design.md, "Group-ratio subsets", group by group."""
     m = min(counts)
     p = r / (1 + r)
     out = []

@@ -1,6 +1,6 @@
 """Real-dataset preparation and loaders (llr.datasets): tiny fixtures in each
 dataset's on-disk format, every error case, and the real Waterbirds/CelebA
-metadata from ../shared/datasets when present (DESIGN sections 4, 7)."""
+metadata from ../shared/datasets when present (docs/design.md, "Groups", "Adding a dataset")."""
 
 from __future__ import annotations
 
@@ -447,7 +447,7 @@ REAL_COUNTS = {
                "test": [9767, 7535, 2480, 180]},
 }
 
-# DESIGN section 4 group-ratio subsets of the train split, worked out by hand:
+# Group-ratio subsets (docs/design.md, "Group-ratio subsets") of the train split, worked out by hand:
 # m = smallest group; each class keeps 2m; minority = round(2m r/(1+r)).
 # Waterbirds m = 56 (minority groups 1 and 2); CelebA m = 1387, class 0 balanced.
 RATIO_TARGETS = {

@@ -1,4 +1,4 @@
-"""WGA and mean accuracy (DESIGN section 4), against brute-force loops."""
+"""WGA and mean accuracy (docs/design.md, "Worst-group accuracy"), against brute-force loops."""
 
 import numpy as np
 

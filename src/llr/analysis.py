@@ -19,13 +19,13 @@ Definitions (the paper's notation: K classes, features h in R^d):
 * Margin of a linear head f(x) = W x + b on (x, y):
   (f_y(x) - max_{k != y} f_k(x)) / (sqrt(2) ||W - mean_k W_k||_F). For K = 2
   this is exactly y f(x) / ||theta|| with theta = W[1] - W[0] and labels
-  +-1 (paper section 2.1); for K > 2 it is the normalized margin maximized
+  +-1 (paper section 2.2); for K > 2 it is the normalized margin maximized
   by the multiclass hard-margin SVM below, divided by sqrt(2).
 * SVM without intercept (``linear_svm``, scikit-learn LinearSVC, C = 1e5 as
   the authors): on separable data it reaches the hard-margin SVM
   min ||W||_F^2 s.t. (w_{y_i} - w_k) . x_i >= 1 for all i and k != y_i; for
   K = 2, W = [-theta/2, theta/2] with theta the binary SVM
-  (min ||theta||^2 s.t. y_i theta . x_i >= 1, paper section 2.1). Its
+  (min ||theta||^2 s.t. y_i theta . x_i >= 1, paper section 2.2). Its
   direction is the limit of gradient descent on the cross-entropy on
   separable data (Soudry et al. 2018). Real held-out features are often not
   separable: the soft-margin fit is then the reference, flagged
@@ -264,7 +264,7 @@ def margins(W: Any, b: Any | None, X: Any, y: Any, *,
     margin_i = (f_{y_i}(x_i) - max_{k != y_i} f_k(x_i)) / (sqrt(2) ||W_c||_F),
     W_c = W - mean_k W_k (the softmax-invariant part of W). For K = 2 this is
     y_i f(x_i) / ||theta|| with theta = W[1] - W[0], beta = b[1] - b[0],
-    labels +-1 (paper section 2.1). For K > 2 the numerator
+    labels +-1 (paper section 2.2). For K > 2 the numerator
     is the multiclass score margin and the norm the Frobenius norm minimized
     by the multiclass hard-margin SVM (``linear_svm``), so the SVM
     solution W* has minimum margin 1 / (sqrt(2) ||W*||_F), the largest
@@ -296,7 +296,7 @@ def margins(W: Any, b: Any | None, X: Any, y: Any, *,
 
 def group_margins(W: Any, b: Any | None, X: Any, y: Any, g: Any,
                   n_groups: int, *, chunk_rows: int | None = None) -> pd.DataFrame:
-    """Per-group margins of a linear head (paper section 2.1, Table 1).
+    """Per-group margins of a linear head (paper section 2.2, Table 1).
 
     Returns one row per group 0..n_groups-1 with columns
     ``group``; ``min_margin``: minimum margin over the group's correctly
@@ -410,7 +410,7 @@ def linear_svm(X: Any, y: Any, n_classes: int, *, C: float = SVM_C, tol: float =
 
     K = 2: min ||theta||^2 / 2 + C sum_i max(0, 1 - y_i theta . x_i)^2 with
     labels +-1 (class 1 positive); on separable data C = 1e5 reaches the
-    hard-margin SVM of the paper's section 2.1 (min ||theta||^2 s.t.
+    hard-margin SVM of the paper's section 2.2 (min ||theta||^2 s.t.
     y_i theta . x_i >= 1) to about 1e-4 in direction (tests/test_analysis.py).
     K > 2: the multiclass SVM whose hard-margin limit is
     min ||W||_F^2 s.t. (w_{y_i} - w_k) . x_i >= 1 for all k != y_i, the

@@ -1,5 +1,6 @@
 """Held-out carving, group-ratio subsets and class/group balancing
-(DESIGN section 4). One implementation serves ERM and last-layer retraining.
+(paper sections 1, 3.1 and 3.2; docs/design.md, "Definitions"). One
+implementation serves ERM and last-layer retraining.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Dataset registry and the standardized metadata table (DESIGN sections 4, 7).
+"""Dataset registry and the standardized metadata table (docs/design.md, "Groups" and "Adding a dataset").
 
 Every dataset, real or synthetic, is reduced by the ``prepare`` stage to one
 table ``results/{dataset}/metadata.csv`` with columns ``idx,split,y,s,g`` plus
@@ -30,7 +30,7 @@ class DatasetSpec:
     modality: str  # "image" or "text"
     class_names: tuple[str, ...]
     spurious_names: tuple[str, ...]
-    minority_groups: tuple[int, ...]  # DESIGN section 4, group-ratio subsets
+    minority_groups: tuple[int, ...]  # docs/design.md, "Group-ratio subsets"
     balanced_classes: tuple[int, ...] = ()  # classes kept at m and m
     heldout_from: str = "val"  # "train": seeded 20% of train; "val": half of val
     weighted_mean: bool = False  # mean accuracy weighted by train group shares

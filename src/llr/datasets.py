@@ -1,5 +1,5 @@
 """Real datasets: find their files, prepare the metadata table, load inputs
-(DESIGN sections 3 and 7).
+(paper Appendix B.1; docs/design.md, "Path contract" and "Adding a dataset").
 
 ``prepare_real`` reads metadata only (no images, no text), so Table 2 and
 every split/subset node need nothing but the small label files. The loaders
@@ -45,7 +45,7 @@ _MNLI_TEXT_DIRS = (".", "glue_data/MNLI", "MNLI", "../glue_data/MNLI", "../MNLI"
 
 @dataclass(frozen=True)
 class Layout:
-    """Where a dataset's files live under ``data_root`` (DESIGN section 7)."""
+    """Where a dataset's files live under ``data_root`` (docs/design.md, "Adding a dataset")."""
 
     markers: tuple[str, ...]  # any one of these files identifies the folder
     subdirs: tuple[str, ...]  # usual sub-folders of data_root/<name>/
@@ -269,7 +269,7 @@ _PREPARERS = {
 
 
 def prepare_real(name: str, data_root: str | os.PathLike) -> pd.DataFrame:
-    """The standardized metadata table of a real dataset (DESIGN sections 3, 7):
+    """The standardized metadata table of a real dataset (docs/design.md, "Path contract"):
     columns ``idx,split,y,s,g`` plus source columns, ``idx`` = row order of the
     source file (CivilComments: rows outside train/val/test are dropped and
     ``source_row`` keeps their position in the file)."""
@@ -347,7 +347,7 @@ def build_image_cache(paths: list, out_npy: str | os.PathLike, size: int = 256,
     with ``np.lib.format.open_memmap`` to a temporary file, renamed onto
     ``out_npy`` only when complete. The train transform (RandomResizedCrop(224,
     scale 0.7-1) + flip) and the eval CenterCrop(224) are applied to this cache
-    later (DESIGN section 4). Note the size: CelebA at 256 px is ~40 GB."""
+    later (docs/design.md, "ERM"). Note the size: CelebA at 256 px is ~40 GB."""
     paths = list(paths)
     if not paths:
         raise LLRError(f"image cache {out_npy}: no images given")

@@ -1,4 +1,5 @@
-"""Last-layer retraining on cached embeddings (DESIGN sections 4 and 6).
+"""Last-layer retraining on cached embeddings (paper sections 3.1-3.2, Appendix B.2;
+docs/design.md, "Last-layer methods").
 
 One fitting core, a softmax-regression trainer written once against the array
 API (``array_api_compat``): it runs on NumPy by default, so that the hundreds
@@ -10,7 +11,7 @@ Methods (a registry, :data:`METHODS`):
 
 - ``llr``: reinitialize the head like ``torch.nn.Linear`` and train it with
   plain SGD (lr 1e-2, momentum 0, weight decay 0, constant lr, batch 32) for as
-  many epochs as ERM, on the held-out cell (paper section 3; DESIGN section 4).
+  many epochs as ERM, on the held-out cell (paper Appendix B.2; docs/design.md, "Last-layer methods").
 - ``dfr_{subsetting,upsampling,upweighting}``: LLR on the held-out cell
   balanced by group (DFR). Upweighting (paper section 3.2): loss weight
   n_max/n_c (the largest class/group keeps 1, as the authors' class weights)
@@ -351,7 +352,8 @@ def fit_softmax(X: Array, y: Array, *, n_classes: int, epochs: int, batch_size: 
                 anchor_lambda: float = 0.0, max_grad_norm: float | None = None, seed: int = 0,
                 checkpoint_epochs: Sequence[int] = (), device: str = "cpu",
                 dtype: str = "float32", loss_reduction: str = "mean") -> FitResult:
-    """Train a softmax-regression head ``x -> x W^T + b`` (DESIGN section 4, LLR).
+    """Train a softmax-regression head ``x -> x W^T + b`` (paper Appendix B.2;
+    docs/design.md, "Last-layer methods").
 
     Objective on a batch of n examples::
 
@@ -404,7 +406,7 @@ def fit_softmax_batched(X: Array, y: Array, *, n_classes: int, epochs: int,
                         eval_every: int = 1) -> FitResult:
     """F fits of :func:`fit_softmax` sharing X, y and the batch order, trained as
     one tensor program (one GEMM of X against all F heads per step) — used for
-    AFR's (gamma, lambda) grid (DESIGN section 6). Per-fit inputs carry a
+    AFR's (gamma, lambda) grid (docs/design.md, "Last-layer methods"). Per-fit inputs carry a
     leading F axis: ``loss_weights`` (F,N), ``init``/``anchor`` ((F,K,d),
     (F,K)), ``anchor_lambda`` (F,); unbatched ones are shared. F is taken from
     these or ``n_fits``. Equals F separate :func:`fit_softmax` calls with the
@@ -1058,7 +1060,7 @@ def run_lastlayer_job(embeddings: str, head: str, metadata: str, split: str, hel
                       method: str, params: str | dict | None, seed: int, epochs: int,
                       out_json: str, device: str = "cpu", dataset: str | None = None,
                       heldout_sampling_ratio: float | None = None) -> dict:
-    """One ``lastlayer`` DAG node (DESIGN section 3): retrain the last layer
+    """One ``lastlayer`` DAG node (docs/design.md, "The DAG"): retrain the last layer
     of an ERM cell with ``method`` on a held-out cell and write metrics.
 
     ``embeddings``: float16 (N, d) ``.npy``, row i = metadata idx i;

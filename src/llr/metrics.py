@@ -1,6 +1,7 @@
-"""Group metrics (DESIGN section 4): per-group accuracy, worst-group accuracy
-(WGA) and mean accuracy, the latter weighted by training group proportions for
-Waterbirds-like datasets (their val/test sets are group-balanced within class).
+"""Group metrics (paper section 1, "Setting"; docs/design.md, "Worst-group
+accuracy"): per-group accuracy, worst-group accuracy (WGA) and mean
+accuracy, the latter weighted by training group proportions for Waterbirds-like
+datasets (their val/test sets are group-balanced within class).
 """
 
 from __future__ import annotations

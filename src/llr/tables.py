@@ -1,7 +1,7 @@
 """Table 2: group counts and training-set proportions of every dataset
-(paper Table 2; DESIGN sections 3, 4 and 7).
+(paper Table 2; docs/design.md, "Groups" and "Path contract").
 
-Groups are ``g = y * |S| + s`` (DESIGN section 4). Counts come from the
+Groups are ``g = y * |S| + s`` (paper section 1; docs/design.md, "Groups"). Counts come from the
 standardized metadata tables written by ``prepare``; ``PAPER_TABLE2`` holds
 the counts the paper prints, so ``compare_table2`` shows where a prepared
 dataset departs from it.
