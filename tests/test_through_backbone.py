@@ -184,6 +184,15 @@ def test_bert_dropout_active_in_train_mode_only():
     train_head_through_backbone(model, inputs, np.arange(n), y, (np.arange(n), None, None), hp, epochs=2, seed=2,
                                 init=init, backbone_mode="train", augment=False)
     assert np.abs(model.head.weight.detach().numpy() - ref.W).max() > 1e-4
+    # ... and the same seed gives the same head, whatever the global generator's state
+    first = model.head.weight.detach().clone()
+    for burn in (1, 7):
+        model.load_state_dict(state)
+        torch.manual_seed(burn)
+        torch.rand(burn)
+        train_head_through_backbone(model, inputs, np.arange(n), y, (np.arange(n), None, None), hp, epochs=2,
+                                    seed=2, init=init, backbone_mode="train", augment=False)
+        assert torch.equal(model.head.weight.detach(), first)
 
 
 def _run(path: Path, wga: float, mean_acc: float = 0.8, epochs: int = 10) -> str:

@@ -159,6 +159,9 @@ def train_head_through_backbone(model, inputs, cell_pos: np.ndarray, y_cell: np.
     opt = torch.optim.SGD(model.head.parameters(), lr=float(hp["lr"]), momentum=float(hp["momentum"]),
                           weight_decay=float(hp["weight_decay"]))
     drop = getattr(model, "dropout", None)  # BERT: dropout between the pooled output and the head
+    # Dropout draws from torch's global generator: seed it, so that a job gives
+    # the same head whatever process (fork-server child) runs it.
+    torch.manual_seed(int(seed))
     use_amp = amp and dev.type == "cuda"
     losses = []
     for epoch, batches in enumerate(_epoch_orders(len(pos), epochs, hp["batch_size"], sw, seed)):
