@@ -56,7 +56,7 @@ def linear_probe_wga(features: np.ndarray, y: np.ndarray, g: np.ndarray, train_p
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from llr.metrics import group_accuracy, worst_group_accuracy
+    from llr.train.metrics import group_accuracy, worst_group_accuracy
 
     features = np.asarray(features, dtype=np.float64)
     counts = np.bincount(g[train_pos], minlength=n_groups).astype(np.float64)
@@ -95,9 +95,9 @@ def settings(name: str, config: Path, a) -> tuple[dict, dict]:
     if a.pre_epochs is not None:
         gen["pretrain"] = {**gen.get("pretrain", {}), "epochs": a.pre_epochs}
     if a.weak_fidelity is not None:
-        import llr.text
+        import llr.data.synthetic_text
 
-        llr.text.WEAK_FIDELITY = a.weak_fidelity
+        llr.data.synthetic_text.WEAK_FIDELITY = a.weak_fidelity
     for key, val in (("epochs", a.epochs), ("lr", a.lr), ("batch_size", a.batch_size)):
         if val is not None:
             erm[key] = val
@@ -109,7 +109,7 @@ def settings(name: str, config: Path, a) -> tuple[dict, dict]:
 def prepare(name: str, gen: dict, erm: dict, folder: Path, balanced: bool) -> tuple[Path, Path]:
     """Generate the stand-in (its train split group-balanced at the same
     total if ``balanced``) into ``folder``: metadata and inputs."""
-    from llr.data import get_spec
+    from llr.data.registry import get_spec
 
     spec = get_spec(name)
     params = {k: v for k, v in gen.items() if not k.startswith("_")}
@@ -119,12 +119,12 @@ def prepare(name: str, gen: dict, erm: dict, folder: Path, balanced: bool) -> tu
     folder.mkdir(parents=True, exist_ok=True)
     meta = folder / "metadata.csv"
     if gen["_image"]:
-        from llr.images import prepare_synthetic_images
+        from llr.data.synthetic_images import prepare_synthetic_images
 
         inputs = folder / "inputs.npy"
         prepare_synthetic_images(spec, params, meta, inputs)
     else:
-        from llr.text import prepare_synthetic_text
+        from llr.data.synthetic_text import prepare_synthetic_text
 
         inputs = folder / "tokens.npz"
         params.update(tokenizer_dir=str(folder.parent / "tokenizer"), **{k: erm[k] for k in ("max_length",) if k in erm})
@@ -134,7 +134,7 @@ def prepare(name: str, gen: dict, erm: dict, folder: Path, balanced: bool) -> tu
 
 def pretrain(name: str, gen: dict, erm: dict, folder: Path) -> Path:
     """The workflow's pretrain step (``run_pretrain_job``) into ``folder``."""
-    from llr.train import run_pretrain_job
+    from llr.train.erm import run_pretrain_job
 
     params = {k: v for k, v in gen.items() if not k.startswith("_")}
     params.update({k: erm[k] for k in ("arch", "batch_size", "schedule", "weight_decay", "max_length",
@@ -149,10 +149,10 @@ def erm_job(name: str, meta: Path, inputs: Path, backbone: Path, seed: int, erm:
             folder: Path) -> tuple[dict, float, float]:
     """The ``train_none`` ERM cell (``run_erm_job``) with the workflow's
     held-out split: its metrics and its wall and CPU seconds."""
-    from llr.balancing import heldout_split
-    from llr.data import get_spec, read_metadata
+    from llr.train.balancing import heldout_split
+    from llr.data.registry import get_spec, read_metadata
     from llr.io import write_csv
-    from llr.train import run_erm_job
+    from llr.train.erm import run_erm_job
 
     spec = get_spec(name)
     split = folder / "split.csv"
@@ -169,10 +169,10 @@ def probe(name: str, meta: Path, inputs: Path, backbone: Path, erm: dict) -> tup
     """``linear_probe_wga`` on the pretrained backbone's features."""
     import torch
 
-    from llr.data import get_spec, read_metadata
-    from llr.inputs import open_inputs
-    from llr.models import build_model
-    from llr.train import TrainConfig, embed
+    from llr.data.registry import get_spec, read_metadata
+    from llr.data.inputs import open_inputs
+    from llr.models.resnet import build_model
+    from llr.train.erm import TrainConfig, embed
 
     spec = get_spec(name)
     m = read_metadata(meta, spec)
@@ -201,7 +201,7 @@ def cell_params(cell: str, erm: dict, config: Path) -> dict:
     twice the epochs and NC1 for the long run."""
     import yaml
 
-    from llr.balancing import ErmCell
+    from llr.train.balancing import ErmCell
 
     cfg = yaml.safe_load(config.read_text())
     c = ErmCell.parse(cell)
@@ -221,10 +221,10 @@ def time_cells(name: str, seed: int, config: Path, a) -> None:
     one seed of the stand-in, less the interpreter start of each job."""
     import pandas as pd
 
-    from llr.balancing import POOLS, ErmCell, group_ratio_subset, heldout_split, rng_for
-    from llr.data import get_spec, read_metadata
+    from llr.train.balancing import POOLS, ErmCell, group_ratio_subset, heldout_split, rng_for
+    from llr.data.registry import get_spec, read_metadata
     from llr.io import write_csv
-    from llr.train import run_erm_job
+    from llr.train.erm import run_erm_job
 
     spec = get_spec(name)
     gen, erm = settings(name, config, a)
@@ -299,7 +299,7 @@ def main() -> None:
     ap.add_argument("--data-seed", type=int, default=None, help="generator seed (default: the config's)")
     ap.add_argument("--image-size", type=int, default=None, help="images only: side in pixels")
     ap.add_argument("--weak-fidelity", type=float, default=None,
-                    help="text only: override llr.text.WEAK_FIDELITY (how often a weak key hints at its class)")
+                    help="text only: override llr.data.synthetic_text.WEAK_FIDELITY (how often a weak key hints at its class)")
     ap.add_argument("--config", type=Path, default=ROOT / "config.yaml")
     ap.add_argument("--json", action="store_true", help="also print each result as one JSON line")
     ap.add_argument("--all-cells", action="store_true",

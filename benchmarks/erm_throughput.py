@@ -15,20 +15,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llr.balancing import balance
-from llr.models import build_model
-from llr.train import TrainConfig, _to, make_optimizer, train
+from llr.train.balancing import balance
+from llr.models.resnet import build_model
+from llr.train.erm import TrainConfig, _to, make_optimizer, train
 
 
 def make(name: str, n: int):
     """(inputs, labels, model kwargs, n_classes) of a synthetic benchmark."""
     if name == "synth_waterbirds":
-        from llr.images import ImageInputs, pretrain_images
+        from llr.data.synthetic_images import ImageInputs, pretrain_images
 
         images, g = pretrain_images(0, n // 4, size=24)
         return ImageInputs(images), g // 2, {}, 2, "resnet18-small"
-    from llr.data import get_spec
-    from llr.text import pretrain_inputs
+    from llr.data.registry import get_spec
+    from llr.data.synthetic_text import pretrain_inputs
 
     inputs, g, kw = pretrain_inputs(get_spec("synth_multinli"), {}, 0, n // 6)
     return inputs, g // 2, kw, 3, "bert-tiny-synth"

@@ -8,7 +8,7 @@ downloaded: a random-init torchvision ResNet-50 (``weights=None``) at 224 px
 random uint8 images and token ids. One table, a row per model x number of
 jobs sharing the GPU:
 
-* ``pipeline/s``: examples/s of ``llr.train.train`` (one epoch, the ERM
+* ``pipeline/s``: examples/s of ``llr.train.erm.train`` (one epoch, the ERM
   jobs' code: loader, batched augmentation of a pre-decoded uint8 cache at
   256 px or a token cache, AdamW, bf16 autocast), summed over the jobs;
 * ``ceiling/s``: the same model, loss and optimizer step on batches already
@@ -17,7 +17,7 @@ jobs sharing the GPU:
 * ``peak MiB/job``: ``torch.cuda.max_memory_allocated`` (largest job).
 
 Jobs are separate processes started together; each claims a slot on one
-device through ``llr.gpu.claim`` (``LLR_JOBS_PER_GPU`` = the largest job
+device through ``llr.runtime.gpu.claim`` (``LLR_JOBS_PER_GPU`` = the largest job
 count), and the timed phases start at a common barrier. Then the workflow
 step: ``results/tiny/figures/fig4.png`` of ``tests/configs/tiny.yaml`` with
 one dataset, through ``profiles/local-gpu`` on ``cuda`` and with the CPU
@@ -118,17 +118,17 @@ def worker(spec_path: str) -> None:
     """One job: claim a GPU slot, then per model warm up, calibrate (one job)
     or take the given step counts, and time a pipeline and a ceiling phase."""
     job = json.loads(Path(spec_path).read_text())
-    from llr.gpu import claim, current_claim
+    from llr.runtime.gpu import claim, current_claim
 
     claim(timeout=job["timeout"], poll=0.05)
     import torch
     import torch.nn.functional as F
 
-    from llr.balancing import balance
-    from llr.images import ImageInputs
-    from llr.models import build_model
-    from llr.text import TextInputs
-    from llr.train import TrainConfig, _to, make_optimizer, train
+    from llr.train.balancing import balance
+    from llr.data.synthetic_images import ImageInputs
+    from llr.models.resnet import build_model
+    from llr.data.synthetic_text import TextInputs
+    from llr.train.erm import TrainConfig, _to, make_optimizer, train
 
     device = torch.device(job["device"])
     cuda = device.type == "cuda"
@@ -297,7 +297,7 @@ def check_claims(rounds: dict[int, dict], n_slots: int) -> list[str]:
     for k, r in rounds.items():
         claims = r["claims"]
         if any(c is None for c in claims):
-            problems.append(f"{k} jobs: a job claimed no GPU slot (llr.gpu.claim returned None)")
+            problems.append(f"{k} jobs: a job claimed no GPU slot (llr.runtime.gpu.claim returned None)")
             continue
         devices = {c[0] for c in claims}
         slots = [c[1] for c in claims]
@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         env["LLR_GPUS"] = "1"  # a simulated device: the jobs claim slots as on a GPU
     else:
         env.pop("LLR_GPUS", None)
-        from llr.gpu import visible_devices
+        from llr.runtime.gpu import visible_devices
 
         devices = visible_devices()
         if not devices:

@@ -1,11 +1,11 @@
 """Speed of last-layer retraining on cached embeddings versus through the
 frozen backbone (docs/design.md, "Deviations": LLR input). A script, not a test: prints numbers.
 
-(a) the LLR fit on cached embeddings with ``llr.lastlayer.fit_softmax``
+(a) the LLR fit on cached embeddings with ``llr.lastlayer.methods.fit_softmax``
     (NumPy; ``--device cuda`` for torch on a GPU);
 (b) the same fit (same data, epochs, batch 32, SGD lr 1e-2) as the authors ran
     it: every step forwards the image batch through the frozen eval-mode
-    backbone (``llr.models.build_model``), then trains only the head with
+    backbone (``llr.models.resnet.build_model``), then trains only the head with
     ``torch.optim.SGD`` (``--augment`` adds their RandomResizedCrop + flip);
 (c) AFR's grid: fits per second with ``fit_softmax_batched`` (one tensor
     program for the whole gamma x lambda grid) versus one fit at a time.
@@ -39,8 +39,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from llr.lastlayer import fit_softmax, fit_softmax_batched
-    from llr.models import build_model
+    from llr.lastlayer.methods import fit_softmax, fit_softmax_batched
+    from llr.models.resnet import build_model
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -52,14 +52,14 @@ def main() -> None:
     g = rng.integers(0, 4, size=n)
     y = g // 2
     try:
-        from llr.images import ImageInputs, render
+        from llr.data.synthetic_images import ImageInputs, render
 
         inputs = ImageInputs(render(y, g % 2, rng, size=args.size))
-        source = f"llr.images synthetic Waterbirds-like images, {args.size}x{args.size}"
+        source = f"llr.data.synthetic_images synthetic Waterbirds-like images, {args.size}x{args.size}"
         batch = lambda idx, train: inputs.batch(idx, train=train)  # noqa: E731
     except ImportError:
         imgs = torch.randn(n, 3, args.size, args.size)
-        source = f"random tensors (llr.images unavailable), {args.size}x{args.size}"
+        source = f"random tensors (llr.data.synthetic_images unavailable), {args.size}x{args.size}"
         batch = lambda idx, train: imgs[torch.as_tensor(idx)]  # noqa: E731
 
     model = build_model(args.arch, 2).to(dev).eval()

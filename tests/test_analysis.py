@@ -1,4 +1,4 @@
-"""Tests of llr.analysis: NC1, margins, the linear SVM (scikit-learn), the
+"""Tests of llr.analysis.nc1: NC1, margins, the linear SVM (scikit-learn), the
 directional error and the Figure 3 / Table 1 drivers, against brute force,
 closed forms and scipy's SLSQP on small data."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llr.analysis import (OVER, SVM_C, check_margin_constraints, directional_error, group_margins,
+from llr.analysis.nc1 import (OVER, SVM_C, check_margin_constraints, directional_error, group_margins,
                           kesler, linear_svm, margin_correlation, margin_records, margins, nc1,
                           svm_convergence)
 from llr.errors import LLRError
@@ -333,7 +333,7 @@ class _Fit:
 def _gd_fit(X, y, *, n_classes, epochs, batch_size=32, lr=1e-2, seed=0,
             checkpoint_epochs=(), device="cpu", **_):
     """Full-batch gradient descent on the softmax cross-entropy (stand-in for
-    llr.lastlayer.fit_softmax), 20 steps per epoch."""
+    llr.lastlayer.methods.fit_softmax), 20 steps per epoch."""
     X = np.asarray(X, dtype=np.float64)
     rng = np.random.default_rng(seed)
     W = rng.normal(scale=0.01, size=(n_classes, X.shape[1]))
@@ -406,7 +406,7 @@ def test_svm_convergence_non_separable_writes_separable_false(tmp_path, capsys):
 
 
 def test_svm_convergence_with_lastlayer_fit():
-    pytest.importorskip("llr.lastlayer")
+    pytest.importorskip("llr.lastlayer.methods")
     rng = np.random.default_rng(8)
     X, y = _separable(rng, 40, 3, 3, gap=0.5)
     df = svm_convergence(X, y, 3, epochs=3, seed=0)

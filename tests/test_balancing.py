@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llr.balancing import (ErmCell, balance, effective_group_ratio, group_ratio_sampling_weights,
+from llr.train.balancing import (ErmCell, balance, effective_group_ratio, group_ratio_sampling_weights,
                            group_ratio_subset, group_ratio_targets, heldout_split, inverse_frequency,
                            rng_for, upweights)
-from llr.data import get_spec, standardize
+from llr.data.registry import get_spec, standardize
 from llr.errors import LLRError
 
 WB = get_spec("waterbirds")
@@ -171,7 +171,7 @@ def test_effective_group_ratio_afr_weights():
     """AFR's weights exp(-gamma p): class 0 = two g0 points with ERM
     probability 0.9 of the true class and one g1 point with 0.2; class 1 =
     one g2 point with 0.3 and two g3 points with 0.8; gamma = 2."""
-    from llr.lastlayer import afr_weights
+    from llr.lastlayer.methods import afr_weights
 
     g = np.array([0, 0, 1, 2, 3, 3])
     y = g // 2
@@ -260,7 +260,7 @@ def test_group_ratio_sampling_errors():
 def test_upsampling_sampler_frequencies():
     import torch
 
-    from llr.balancing import epoch_order
+    from llr.train.balancing import epoch_order
 
     labels = np.array([0] * 900 + [1] * 100)
     w = balance(labels, "upsampling", None).sample_weights
@@ -283,7 +283,7 @@ def test_group_ratio_targets_when_a_majority_group_is_small():
     """Real CivilComments train counts: toxic-identity (17,784) is smaller than
     2m (2 x 12,731), so every class keeps 17,784, feasible at every ratio,
     and the total is the same for every ratio (paper section 3.1)."""
-    from llr.data import get_spec
+    from llr.data.registry import get_spec
 
     spec = get_spec("civilcomments")
     counts = np.array([148186, 90337, 12731, 17784])

@@ -1,4 +1,4 @@
-"""Real-dataset preparation and loaders (llr.datasets): tiny fixtures in each
+"""Real-dataset preparation and loaders (llr.data.real): tiny fixtures in each
 dataset's on-disk format, every error case, and the real Waterbirds/CelebA
 metadata from ../shared/datasets when present (docs/design.md, "Groups", "Adding a dataset")."""
 
@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llr import datasets as ds
-from llr.balancing import group_ratio_subset, group_ratio_targets, rng_for
-from llr.data import get_spec
+from llr.data import real as ds
+from llr.train.balancing import group_ratio_subset, group_ratio_targets, rng_for
+from llr.data.registry import get_spec
 from llr.errors import LLRError
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"

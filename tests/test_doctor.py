@@ -1,5 +1,5 @@
 """``python -m llr doctor`` and the workflow's pre-flight
-(llr.preflight.check_workflow_data) on the fixture datasets (llr.fixtures):
+(llr.data.preflight.check_workflow_data) on the fixture datasets (llr.data.fixtures):
 each broken input gives one-line errors naming the file, a non-zero exit,
 within 10 seconds, and nothing written."""
 
@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from llr import fixtures as F
-from llr import preflight as P
+from llr.data import fixtures as F
+from llr.data import preflight as P
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
@@ -207,7 +207,7 @@ def test_sample_positions():
 def test_weights_tables_match_torch(monkeypatch, tmp_path):
     from torchvision.models import get_weight
 
-    from llr.models import IMAGENET_WEIGHTS
+    from llr.models.resnet import IMAGENET_WEIGHTS
 
     assert P.IMAGENET_VARIANT == IMAGENET_WEIGHTS
     for (arch, variant), fn in P.TORCHVISION_FILES.items():

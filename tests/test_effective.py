@@ -1,5 +1,5 @@
 """Figure 8: effective group ratios of every last-layer method, the table,
-the correlations and the claim (llr.effective; issue "Beyond the paper")."""
+the correlations and the claim (llr.analysis.effective_ratio; issue "Beyond the paper")."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llr import lastlayer as L
-from llr.balancing import group_ratio_sampling_weights
-from llr.data import get_spec
-from llr.effective import (FIG8_COLUMNS, afr_ratios, effective_ratio_table, plan_ratios, pooled_from_mass,
+from llr.lastlayer import methods as L
+from llr.train.balancing import group_ratio_sampling_weights
+from llr.data.registry import get_spec
+from llr.analysis.effective_ratio import (FIG8_COLUMNS, afr_ratios, effective_ratio_table, plan_ratios, pooled_from_mass,
                            pooled_group_ratio, ratio_correlations)
 from llr.errors import LLRError
 from llr.io import write_json
@@ -47,7 +47,7 @@ def test_plan_ratios_hand_computed(method, effective, pooled):
 
 def test_class_subsetting_ratio_is_that_of_the_kept_examples():
     y, g = _cell([30, 10, 5, 12])
-    from llr.effective import balanced_plan
+    from llr.analysis.effective_ratio import balanced_plan
 
     pos, sw, lw = balanced_plan("cbllr_subsetting", y, g, seed=5)
     assert sw is None and lw is None and np.bincount(y[pos]).tolist() == [17, 17]
@@ -219,7 +219,7 @@ def test_ratio_correlations_brute_force():
 
 
 def test_claim_fig8_holds_fails_and_is_inconclusive():
-    from llr.plots import claims_fig8
+    from llr.reporting.figures import claims_fig8
 
     yes = claims_fig8(_synthetic_table(0.1, 0.005))
     assert [r["holds"] for r in yes] == ["yes", "yes"]
@@ -228,7 +228,7 @@ def test_claim_fig8_holds_fails_and_is_inconclusive():
     assert no[0]["holds"] == "no"
     # per-seed Spearman r spread across 0.7: inconclusive
     t = pd.concat([_synthetic_table(0.1, 0.0, seeds=(1,)), _synthetic_table(0.0, 0.1, seeds=(2,), seed_rng=4)])
-    from llr.effective import ratio_correlations as rc
+    from llr.analysis.effective_ratio import ratio_correlations as rc
 
     c = rc(t)
     c = c[(c["points"] == "runs") & (c["ratio"] == "effective")].iloc[0]
@@ -238,7 +238,7 @@ def test_claim_fig8_holds_fails_and_is_inconclusive():
 
 
 def test_fig8_plot_and_table_commands(tmp_path):
-    from llr.plots import FIGURES
+    from llr.reporting.figures import FIGURES
 
     t = _synthetic_table(0.1, 0.02)
     t.loc[t.index[:3], "point"] = "grid"

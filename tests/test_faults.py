@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from llr import cli, io
-from llr.data import get_spec, read_metadata, standardize
+from llr.data.registry import get_spec, read_metadata, standardize
 from llr.errors import LLRError
 
 
@@ -84,7 +84,7 @@ def test_analysis_jobs_report_truncated_embeddings(tmp_path, capsys, command):
 
 
 def test_lastlayer_job_reports_truncated_embeddings(tmp_path):
-    from llr.lastlayer import run_lastlayer_job
+    from llr.lastlayer.methods import run_lastlayer_job
 
     meta, split = _dataset(tmp_path)
     emb = _truncated(meta.parent / "embeddings.npy", len(pd.read_csv(meta)))
@@ -230,10 +230,10 @@ def test_read_metadata_first_bad_row_and_unknown_dataset(tmp_path):
 
 # ------------------------------------------------------------ resume fingerprint
 def _train(resume, epochs=3, stop_after=None, input_files=None, run_params=None, seen=None):
-    from llr.balancing import balance
-    from llr.images import ImageInputs, synth_waterbirds
-    from llr.models import build_model
-    from llr.train import TrainConfig, train
+    from llr.train.balancing import balance
+    from llr.data.synthetic_images import ImageInputs, synth_waterbirds
+    from llr.models.resnet import build_model
+    from llr.train.erm import TrainConfig, train
 
     sizes = {"train": [12, 4, 4, 12], "val": [2] * 4, "test": [2] * 4}
     meta, images = synth_waterbirds(0, sizes, size=16)

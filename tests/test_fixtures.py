@@ -1,5 +1,5 @@
-"""The fixture writer (llr.fixtures): miniature real-layout datasets that the
-real readers (llr.datasets) accept, with the counts the writer reports, every
+"""The fixture writer (llr.data.fixtures): miniature real-layout datasets that the
+real readers (llr.data.real) accept, with the counts the writer reports, every
 group in every split and Table 2's direction of imbalance."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llr import datasets as D
-from llr import fixtures as F
-from llr.data import SPLITS, get_spec
-from llr.tables import PAPER_TABLE2
+from llr.data import real as D
+from llr.data import fixtures as F
+from llr.data.registry import SPLITS, get_spec
+from llr.reporting.tidy import PAPER_TABLE2
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
@@ -160,7 +160,7 @@ def test_texts_load_signal_and_tokenize(fx, metas):
     hit = np.array([bool(set(re.findall(r"\w+", h.lower())) & core[c]) for (_, h), c in zip(pairs, mn["y"])])
     assert hit.mean() > 0.7
 
-    from llr.text import load_tokenizer
+    from llr.data.synthetic_text import load_tokenizer
 
     tok = load_tokenizer(str(root / "bert_vocab"))
     enc = tok(texts)["input_ids"] + tok([p for p, _ in pairs], [h for _, h in pairs])["input_ids"]

@@ -37,7 +37,7 @@ def test_same_outputs_status_and_errors(tmp_path, env):
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text() == (tmp_path / "c.csv").read_text()
     assert list((tmp_path / "fs").glob("*.sock"))
     bad = llr(["split", "--dataset", "nope", "--metadata", str(meta), "--seed", "1", "--out", "x.csv"], env, tmp_path)
-    from llr.data import DATASETS
+    from llr.data.registry import DATASETS
 
     assert bad.returncode == 2 and bad.stderr.strip() == \
         f"llr: error: unknown dataset 'nope'; expected one of {sorted(DATASETS)}"
@@ -166,6 +166,6 @@ def test_job_killed_by_sigkill_exits_like_a_plain_process(tmp_path, env):
 
 
 def test_exit_like_plain_status():
-    from llr.forkserver import _exit_like
+    from llr.runtime.forkserver import _exit_like
 
     assert _exit_like(0) == 0 and _exit_like(3) == 3

@@ -1,4 +1,4 @@
-"""GPU slots (several training jobs per device, llr.gpu) on simulated
+"""GPU slots (several training jobs per device, llr.runtime.gpu) on simulated
 devices, the local-gpu profile's slot count, and benchmarks/gpu_check.sh in
 its CPU dry mode (its comparison and claim checkers where they pass and where
 they fail)."""
@@ -35,7 +35,7 @@ def llr_env(**extra) -> dict:
 # ------------------------------------------------------------ the setting
 def test_jobs_per_gpu_setting():
     from llr.errors import LLRError
-    from llr.gpu import gpu_slots, jobs_per_gpu
+    from llr.runtime.gpu import gpu_slots, jobs_per_gpu
 
     assert jobs_per_gpu({}) == 1 and jobs_per_gpu({"LLR_JOBS_PER_GPU": ""}) == 1
     assert jobs_per_gpu({"LLR_JOBS_PER_GPU": " 3 "}) == 3
@@ -80,8 +80,8 @@ def _hold(lock_dir: Path, name: str) -> int:
 
 @pytest.fixture
 def claimer(monkeypatch):
-    """llr.gpu.claim in this process, its claim and CUDA_VISIBLE_DEVICES undone after."""
-    from llr import gpu
+    """llr.runtime.gpu.claim in this process, its claim and CUDA_VISIBLE_DEVICES undone after."""
+    from llr.runtime import gpu
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "unset-by-test")
     held: list[int] = []
@@ -131,7 +131,7 @@ def test_one_job_per_gpu_locks_as_before(tmp_path, claimer):
 
 _WORKER = r"""
 import json, os, sys, time
-from llr.gpu import claim, current_claim
+from llr.runtime.gpu import claim, current_claim
 dev = claim(poll=0.02)
 t0 = time.time()
 time.sleep(float(sys.argv[2]))

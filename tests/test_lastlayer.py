@@ -1,4 +1,4 @@
-"""Last-layer retraining (llr.lastlayer): fitting core, methods, job entry.
+"""Last-layer retraining (llr.lastlayer.methods): fitting core, methods, job entry.
 Small random data only; the whole file runs in seconds."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llr import lastlayer as L
-from llr.data import get_spec
+from llr.lastlayer import methods as L
+from llr.data.registry import get_spec
 from llr.errors import LLRError
 
 torch = pytest.importorskip("torch")
@@ -343,7 +343,7 @@ def _brute_ratio(y, g, y_ref=None, g_ref=None, weights=None):
 def test_afr_gamma0_weights_are_class_upweighting():
     """Paper section 3.2: with gamma = 0 and class balancing, AFR's weights are
     the class-upweighting weights n_max / n_c up to one common scale."""
-    from llr.balancing import upweights
+    from llr.train.balancing import upweights
 
     rng = np.random.default_rng(5)
     y = rng.choice(3, size=70, p=[0.6, 0.3, 0.1])

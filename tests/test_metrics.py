@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from llr.metrics import evaluate, group_accuracy, mean_accuracy, train_group_weights
+from llr.train.metrics import evaluate, group_accuracy, mean_accuracy, train_group_weights
 
 
 def test_group_accuracy_and_wga_brute_force():

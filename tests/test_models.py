@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from llr.models import SmallInputConv2d, build_model, use_small_input_convs
+from llr.models.resnet import SmallInputConv2d, build_model, use_small_input_convs
 
 
 @pytest.mark.parametrize("cin,cout,k,stride,pad,size,bias", [
@@ -72,7 +72,7 @@ def test_imagenet_weights_are_v1(monkeypatch, arch, enum):
     import torchvision
 
     from llr.errors import LLRError
-    from llr.models import imagenet_weights
+    from llr.models.resnet import imagenet_weights
 
     want = getattr(getattr(torchvision.models, enum), "IMAGENET1K_V1")
     real = getattr(torchvision.models, arch)

@@ -1,5 +1,5 @@
 """Figures 2-7, Table 1, the claim checkers of the paper comparison and the
-HTML report (llr.plots, llr.report) on small DataFrames built here."""
+HTML report (llr.reporting.figures, llr.reporting.report) on small DataFrames built here."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from scipy.stats import pearsonr
 
-from llr import plots, report
+from llr.reporting import figures as plots
+
+from llr.reporting import report
 from llr.errors import LLRError
 
 PNG, PDF = b"\x89PNG\r\n\x1a\n", b"%PDF"
@@ -264,7 +266,7 @@ def test_table1_per_group(tmp_path):
     md = Path(out[1]).read_text()
     assert "### Waterbirds" in md and "### Synthetic MultiNLI (paper: MultiNLI)" in md
     assert "| average margin | 1.000 (0.865) | 1.000 (0.926) |" in md and "pooled over groups" in md
-    from llr.analysis import margin_correlation
+    from llr.analysis.nc1 import margin_correlation
     assert set(margin_correlation(m, by=["dataset", "group"])["over"]) == {"seeds x LLR checkpoints"}
 
 

@@ -33,7 +33,7 @@ def llr_env(**extra) -> dict:
 
 # ------------------------------------------------------------ local GPUs
 def test_visible_devices_and_when_to_claim(monkeypatch):
-    from llr.gpu import gpu_count, visible_devices, wants_gpu
+    from llr.runtime.gpu import gpu_count, visible_devices, wants_gpu
 
     assert visible_devices({"LLR_GPUS": "3"}) == ["0", "1", "2"]
     assert visible_devices({"LLR_GPUS": "0,2"}) == ["0", "2"]
@@ -53,7 +53,7 @@ def test_visible_devices_and_when_to_claim(monkeypatch):
 
 _WORKER = r"""
 import json, os, sys, time
-from llr.gpu import claim
+from llr.runtime.gpu import claim
 dev = claim(poll=0.05)
 t0 = time.time()
 time.sleep(float(sys.argv[2]))

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from llr import images as I
-from llr import text as T
-from llr.data import DATASETS, get_spec, read_metadata
+from llr.data import synthetic_images as I
+from llr.data import synthetic_text as T
+from llr.data.registry import DATASETS, get_spec, read_metadata
 from llr.errors import LLRError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Table 2 (llr.tables): counts and train proportions per dataset x group, the
+"""Table 2 (llr.reporting.tidy): counts and train proportions per dataset x group, the
 paper's printed counts, and the real Waterbirds/CelebA metadata when
 ../shared/datasets is present."""
 
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llr import tables
-from llr.data import standardize, get_spec
+from llr.reporting import tidy as tables
+from llr.data.registry import standardize, get_spec
 from llr.errors import LLRError
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
@@ -105,7 +105,7 @@ def test_write_table2(tmp_path):
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} absent")
 def test_table2_real(tmp_path):
-    from llr.datasets import prepare
+    from llr.data.real import prepare
 
     paths = []
     for name in ("waterbirds", "celeba"):

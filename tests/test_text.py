@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from llr import text as T
+from llr.data import synthetic_text as T
 from llr.errors import LLRError
 
 SMALL = {
@@ -260,7 +260,7 @@ def test_backbone_save_and_load(tmp_path, tok):
 
 
 def test_build_model_dispatches_to_bert():
-    from llr.models import build_model
+    from llr.models.resnet import build_model
 
     m = build_model("bert-tiny-synth", 3)
     assert isinstance(m, T.BertClassifier)
@@ -296,7 +296,7 @@ def test_tiny_training_fits_balanced_set(tok, tmp_path):
 
 
 def test_prepare_synthetic_text_and_pretrain_inputs(tmp_path):
-    from llr.data import get_spec, read_metadata
+    from llr.data.registry import get_spec, read_metadata
 
     spec = get_spec("synth_multinli")
     params = {"seed": 2, "sizes": SMALL, "core_noise": 0.1, "tokenizer_dir": str(tmp_path / "tok")}

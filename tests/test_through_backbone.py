@@ -1,5 +1,5 @@
 """The authors' LLR mode through the frozen network, and the caching ablation
-(llr.through_backbone; issue "Beyond the paper")."""
+(llr.lastlayer.through_backbone; issue "Beyond the paper")."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-from llr import lastlayer as L
-from llr.data import get_spec, read_metadata
-from llr.effective import plan_ratios
+from llr.lastlayer import methods as L
+from llr.data.registry import get_spec, read_metadata
+from llr.analysis.effective_ratio import plan_ratios
 from llr.errors import LLRError
 from llr.io import read_json, write_json
-from llr.through_backbone import (ablation_summary, ablation_table, load_erm_model, run_through_backbone_job,
+from llr.lastlayer.through_backbone import (ablation_summary, ablation_table, load_erm_model, run_through_backbone_job,
                                   train_head_through_backbone)
 
 SIZES = {"train": [60, 12, 12, 36], "val": [8, 8, 8, 8], "test": [8, 8, 8, 8]}
@@ -34,11 +34,11 @@ def _cli(*args, cwd):
 @pytest.fixture(scope="module")
 def erm_cell(tmp_path_factory):
     """A tiny synthetic Waterbirds with one trained ERM cell (train_none)."""
-    from llr.balancing import heldout_split
-    from llr.data import standardize
-    from llr.images import synth_waterbirds
+    from llr.train.balancing import heldout_split
+    from llr.data.registry import standardize
+    from llr.data.synthetic_images import synth_waterbirds
     from llr.io import write_csv
-    from llr.train import run_erm_job
+    from llr.train.erm import run_erm_job
 
     d = tmp_path_factory.mktemp("tb")
     meta, images = synth_waterbirds(0, SIZES, 16)
@@ -61,8 +61,8 @@ def _job(d: Path, out: str, method: str, params: dict, heldout: str = "full", **
 
 def _cached(d: Path, method: str, epochs: int, sampling: float | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """The cached mode's head on float32 eval-mode embeddings of the same model."""
-    from llr.inputs import open_inputs
-    from llr.train import TrainConfig, embed
+    from llr.data.inputs import open_inputs
+    from llr.train.erm import TrainConfig, embed
 
     meta = read_metadata(str(d / "metadata.csv"))
     roles = pd.read_csv(d / "split.csv")["role"].to_numpy()
@@ -72,7 +72,7 @@ def _cached(d: Path, method: str, epochs: int, sampling: float | None = None) ->
     cell = np.flatnonzero(roles == "heldout")
     sw = None
     if sampling is not None:
-        from llr.balancing import group_ratio_sampling_weights
+        from llr.train.balancing import group_ratio_sampling_weights
 
         sw = group_ratio_sampling_weights(meta["y"].to_numpy()[cell], meta["g"].to_numpy()[cell], sampling, SPEC)
     with np.load(d / "erm" / "head.npz") as h:
@@ -97,7 +97,7 @@ def test_eval_mode_without_augmentation_reproduces_the_cached_head(erm_cell, met
 
 
 def test_train_mode_updates_batchnorm_and_freezes_the_backbone(erm_cell):
-    from llr.inputs import open_inputs
+    from llr.data.inputs import open_inputs
 
     d = erm_cell
     meta = read_metadata(str(d / "metadata.csv"))
@@ -160,8 +160,8 @@ def test_cli_and_errors(erm_cell):
 def test_bert_dropout_active_in_train_mode_only():
     """BERT: eval mode without augmentation equals the cached fit; train mode
     (dropout) gives another head."""
-    from llr.models import build_model
-    from llr.text import TextInputs
+    from llr.models.resnet import build_model
+    from llr.data.synthetic_text import TextInputs
 
     torch.manual_seed(0)
     model = build_model("bert-tiny-synth", 3)
@@ -227,7 +227,7 @@ def test_ablation_table_and_summary(tmp_path):
 
 
 def test_claims_caching_holds_and_fails(tmp_path):
-    from llr.plots import claims_caching
+    from llr.reporting.figures import claims_caching
 
     rows = []
     for seed in (1, 2, 3):

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from llr.balancing import balance
-from llr.images import ImageInputs, synth_waterbirds
-from llr.models import build_model
+from llr.train.balancing import balance
+from llr.data.synthetic_images import ImageInputs, synth_waterbirds
+from llr.models.resnet import build_model
 from llr.errors import LLRError
-from llr.train import TrainConfig, eval_steps, lr_factor, make_optimizer, train
+from llr.train.erm import TrainConfig, eval_steps, lr_factor, make_optimizer, train
 
 SIZES = {"train": [60, 12, 12, 36], "val": [8, 8, 8, 8], "test": [8, 8, 8, 8]}
 PARAMS = {"arch": "resnet18-small", "epochs": 3, "lr": 1e-3, "image_size": 16, "sizes": SIZES, "threads": 1}
@@ -218,7 +218,7 @@ def test_erm_job_nc1_equals_recomputed_from_embeddings(prepared, global_mean):
     last one from the same final pass as metrics.json."""
     import pandas as pd
 
-    from llr.analysis import nc1
+    from llr.analysis.nc1 import nc1
 
     out = prepared / f"nc1_{global_mean}"
     res = _erm(prepared, out.name, epochs=2, nc1=True, evals_per_epoch=2, nc1_global_mean=global_mean)
@@ -256,7 +256,7 @@ def test_batch_loss_matches_cross_entropy_with_class_weights():
     """The default reduction is what torch's cross_entropy(weight=n_max/n_c)
     computes in the authors' code: sum(w l) / sum(w), so the weights' scale
     cancels; "mean" keeps it (mean(w l))."""
-    from llr.train import batch_loss
+    from llr.train.erm import batch_loss
 
     g = torch.Generator().manual_seed(0)
     logits, y = torch.randn(16, 3, generator=g), torch.randint(0, 3, (16,), generator=g)

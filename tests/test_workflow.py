@@ -310,7 +310,7 @@ def test_report_zip_after_run(tiny_run):
 def test_local_gpu_profile_without_cuda_stops_at_once(tmp_path):
     """--profile local-gpu on a machine without CUDA: one line pointing at
     --profile local, before any job, nothing written."""
-    from llr.gpu import cuda_available
+    from llr.runtime.gpu import cuda_available
 
     if cuda_available():
         pytest.skip("this machine has CUDA")

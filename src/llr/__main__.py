@@ -1,5 +1,5 @@
 """``python -m llr <command>``; with LLR_FORKSERVER=1 the command runs in a
-child of a warm fork server (see llr.forkserver), else in this process."""
+child of a warm fork server (see llr.runtime.forkserver), else in this process."""
 
 import os
 import sys
@@ -7,7 +7,7 @@ import sys
 
 def _main() -> int:
     if os.environ.get("LLR_FORKSERVER") == "1" and len(sys.argv) > 1 and not sys.argv[1].startswith("-"):
-        from llr.forkserver import run_via_server
+        from llr.runtime.forkserver import run_via_server
 
         code = run_via_server(sys.argv[1:])
         if code is not None:

@@ -26,47 +26,47 @@ def _json(text: str) -> dict:
 
 
 def cmd_prepare(a) -> None:
-    from llr.data import get_spec
+    from llr.data.registry import get_spec
 
     spec = get_spec(a.dataset)
     p = _json(a.params)
     if spec.synthetic:
         if spec.modality == "image":
-            from llr.images import prepare_synthetic_images
+            from llr.data.synthetic_images import prepare_synthetic_images
 
             prepare_synthetic_images(spec, p, a.out_metadata, a.out_inputs)
         else:
-            from llr.text import prepare_synthetic_text
+            from llr.data.synthetic_text import prepare_synthetic_text
 
             prepare_synthetic_text(spec, p, a.out_metadata, a.out_inputs)
         return
-    from llr.datasets import prepare
+    from llr.data.real import prepare
 
     prepare(spec.name, a.data_root, a.out_metadata)
 
 
 def cmd_inputs(a) -> None:
     """Pre-decoded image cache or token cache of a real dataset."""
-    from llr.data import get_spec, read_metadata
+    from llr.data.registry import get_spec, read_metadata
 
     spec = get_spec(a.dataset)
     p = _json(a.params)
     meta = read_metadata(a.metadata)
     if spec.modality == "image":
-        from llr.datasets import build_image_cache, image_paths
+        from llr.data.real import build_image_cache, image_paths
 
         build_image_cache(image_paths(spec.name, a.data_root, meta), a.out, p.get("cache_size", 256))
     else:
-        from llr.datasets import load_texts
-        from llr.text import load_tokenizer, tokenize_cache
+        from llr.data.real import load_texts
+        from llr.data.synthetic_text import load_tokenizer, tokenize_cache
 
         tok = load_tokenizer(p.get("model_path", p.get("arch", "bert-base-uncased")))
         tokenize_cache(load_texts(spec.name, a.data_root, meta), tok, p["max_length"], a.out)
 
 
 def cmd_split(a) -> None:
-    from llr.balancing import heldout_split
-    from llr.data import get_spec, read_metadata
+    from llr.train.balancing import heldout_split
+    from llr.data.registry import get_spec, read_metadata
     from llr.io import write_csv
 
     spec = get_spec(a.dataset)
@@ -76,8 +76,8 @@ def cmd_split(a) -> None:
 def cmd_subset(a) -> None:
     import pandas as pd
 
-    from llr.balancing import POOLS, group_ratio_subset, rng_for
-    from llr.data import get_spec, read_metadata
+    from llr.train.balancing import POOLS, group_ratio_subset, rng_for
+    from llr.data.registry import get_spec, read_metadata
     from llr.io import write_csv
 
     spec = get_spec(a.dataset)
@@ -99,29 +99,29 @@ def cmd_subset(a) -> None:
 
 def _claim_gpu(params: dict) -> None:
     """On a local multi-GPU machine, pin this job to one free GPU before CUDA
-    starts (llr.gpu; a no-op on CPU and under SLURM)."""
-    from llr.gpu import claim_for
+    starts (llr.runtime.gpu; a no-op on CPU and under SLURM)."""
+    from llr.runtime.gpu import claim_for
 
     claim_for(str(params.get("device", "cpu")))
 
 
 def cmd_pretrain(a) -> None:
     _claim_gpu(_json(a.params))
-    from llr.train import run_pretrain_job
+    from llr.train.erm import run_pretrain_job
 
     run_pretrain_job(a.dataset, _json(a.params), a.inputs, a.out, a.log_csv)
 
 
 def cmd_erm(a) -> None:
     _claim_gpu(_json(a.params))
-    from llr.train import run_erm_job
+    from llr.train.erm import run_erm_job
 
     run_erm_job(dataset=a.dataset, metadata=a.metadata, split=a.split, inputs=a.inputs, subset=a.subset,
                 pretrained=a.pretrained, cell=a.cell, seed=a.seed, params=_json(a.params), outdir=a.outdir)
 
 
 def cmd_lastlayer(a) -> None:
-    from llr.lastlayer import run_lastlayer_job
+    from llr.lastlayer.methods import run_lastlayer_job
 
     run_lastlayer_job(embeddings=a.embeddings, head=a.head, metadata=a.metadata, split=a.split,
                       heldout=a.heldout, method=a.method, params=_json(a.params), seed=a.seed,
@@ -131,10 +131,10 @@ def cmd_lastlayer(a) -> None:
 
 def cmd_lastlayer_backbone(a) -> None:
     """The authors' LLR mode: the head retrained through the frozen network in
-    training mode, with augmentation (llr.through_backbone)."""
+    training mode, with augmentation (llr.lastlayer.through_backbone)."""
     erm_params = _json(a.erm_params)
     _claim_gpu(erm_params)
-    from llr.through_backbone import run_through_backbone_job
+    from llr.lastlayer.through_backbone import run_through_backbone_job
 
     run_through_backbone_job(dataset=a.dataset, metadata=a.metadata, split=a.split, inputs=a.inputs,
                              model=a.model, heldout=a.heldout, method=a.method, seed=a.seed, epochs=a.epochs,
@@ -143,7 +143,7 @@ def cmd_lastlayer_backbone(a) -> None:
 
 
 def cmd_collect(a) -> None:
-    from llr import tables
+    from llr.reporting import tidy as tables
 
     {"runs": tables.collect_runs, "logs": tables.collect_logs, "analysis": tables.collect_analysis}[a.kind](
         a.files, a.out)
@@ -154,7 +154,7 @@ def _heldout_test(a):
     import numpy as np
     import pandas as pd
 
-    from llr.data import get_spec, read_metadata
+    from llr.data.registry import get_spec, read_metadata
 
     meta = read_metadata(a.metadata)
     spec = get_spec(a.dataset)
@@ -175,7 +175,7 @@ def cmd_svm(a) -> None:
     """Figure 3: directional error of the LLR head (SGD, lr 1e-3, 10x the
     standard epochs) to the linear SVM (LinearSVC, C = 1e5) on the held-out
     embeddings; whether that SVM separates them goes to the log and the CSV."""
-    from llr.analysis import svm_convergence
+    from llr.analysis.nc1 import svm_convergence
     from llr.io import write_csv
 
     spec, d = _heldout_test(a)
@@ -193,7 +193,7 @@ def cmd_margins(a) -> None:
     same heads' per-group test accuracy."""
     import numpy as np
 
-    from llr.analysis import margin_records
+    from llr.analysis.nc1 import margin_records
     from llr.io import write_csv
 
     spec, d = _heldout_test(a)
@@ -203,21 +203,21 @@ def cmd_margins(a) -> None:
 
 
 def cmd_plot(a) -> None:
-    from llr import plots
+    from llr.reporting import figures as plots
 
     plots.FIGURES[a.figure](a.inputs, a.out, _json(a.params))
 
 
 def cmd_table2(a) -> None:
-    from llr.tables import write_table2
+    from llr.reporting.tidy import write_table2
 
     write_table2(a.metadata, a.out_csv, a.out_md)
 
 
 def cmd_fixtures(a) -> None:
     """Miniature copies of the four real datasets (a dress rehearsal)."""
-    from llr.data import get_spec
-    from llr.fixtures import write_fixtures
+    from llr.data.registry import get_spec
+    from llr.data.fixtures import write_fixtures
 
     counts = write_fixtures(a.dir, a.seed, datasets=a.datasets, total=a.total, tiny_bert=a.tiny_bert)
     for name, per_split in counts.items():
@@ -253,7 +253,7 @@ def _load_configs(files: list[str]) -> dict:
 def cmd_doctor(a) -> None:
     """Check the configured real datasets and pretrained weights; print a
     table; exit non-zero on any problem."""
-    from llr.preflight import apply_strict, doctor_rows, format_report
+    from llr.data.preflight import apply_strict, doctor_rows, format_report
 
     config = _load_configs(a.configfile)
     data_root = a.data_root or os.environ.get("LLR_DATA_ROOT") or config.get("data_root", "data")

@@ -82,7 +82,7 @@ def _coerce_numbers(config: dict) -> None:
 def check_config(config: dict, schema_path: str | Path = SCHEMA) -> None:
     """Schema validation, then cross-key checks, then every last-layer
     method's hyper-parameters (so that a typo fails before any job runs)."""
-    from llr.data import DATASETS
+    from llr.data.registry import DATASETS
 
     _coerce_numbers(config)
     validate_schema(config, schema_path)
@@ -99,7 +99,7 @@ def check_config(config: dict, schema_path: str | Path = SCHEMA) -> None:
             raise LLRError(f"config: synthetic.{ds} missing; a synthetic dataset needs its generator settings")
     if len(set(config["seeds"])) != len(config["seeds"]):
         raise LLRError(f"config: seeds {config['seeds']} contain duplicates")
-    from llr.lastlayer import check_method_params
+    from llr.lastlayer.methods import check_method_params
 
     for name, params in (config.get("lastlayer") or {}).items():
         try:

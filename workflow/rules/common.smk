@@ -54,7 +54,7 @@ def bench(path):
     return f"{BENCH}/{path}"
 
 
-# Jobs start through a warm fork server (llr.forkserver) unless forkserver: false.
+# Jobs start through a warm fork server (llr.runtime.forkserver) unless forkserver: false.
 if config.get("forkserver", True):
 
     shell.prefix("export LLR_FORKSERVER=1; ")
@@ -65,20 +65,20 @@ FIGURES = list(config["figures"])
 TABLES = list(config.get("tables", []))
 FIG4_CONSTRUCTIONS = list(config.get("fig4", {}).get("heldout_constructions", ["subset"]))
 
-from llr.balancing import BALANCE_MODES, ERM_CELL_PATTERN, ErmCell  # noqa: E402
+from llr.train.balancing import BALANCE_MODES, ERM_CELL_PATTERN, ErmCell  # noqa: E402
 
 BAL_MODES = [m for m in BALANCE_MODES if m != "none"]
 
 
 def is_synthetic(ds):
-    from llr.data import get_spec
+    from llr.data.registry import get_spec
 
     return get_spec(ds).synthetic
 
 
 def synthetic_names(modality=None):
     """Wildcard alternatives of the registered synthetic datasets."""
-    from llr.data import DATASETS as _SPECS
+    from llr.data.registry import DATASETS as _SPECS
 
     return _alt(
         [n for n, sp in _SPECS.items() if sp.synthetic and modality in (None, sp.modality)]
@@ -269,7 +269,7 @@ def all_targets():
 def inputs_file(wc):
     """The model inputs of a dataset: generated images/tokens for synthetic
     datasets, the pre-decoded image cache or token cache for real ones."""
-    from llr.data import get_spec
+    from llr.data.registry import get_spec
 
     spec = get_spec(wc.dataset)
     if spec.modality == "image":
@@ -338,7 +338,7 @@ def pretrain_params(ds):
 
 
 def inputs_params(ds):
-    from llr.data import get_spec
+    from llr.data.registry import get_spec
 
     return json.dumps(_pick(config["erm"][ds], INPUTS_ERM_KEYS[get_spec(ds).modality]), sort_keys=True)
 
@@ -508,15 +508,15 @@ def cache_code_hash():
 def startup_checks():
     """Before any job (onstart: not in dry runs): CUDA where the config asks
     for it on a local run, and every configured real dataset and local model
-    folder (llr.preflight), all problems at once."""
+    folder (llr.data.preflight), all problems at once."""
     problems = []
     if config["device"] == "cuda" and workflow.local_exec:
-        from llr.gpu import cuda_available
+        from llr.runtime.gpu import cuda_available
 
         if not cuda_available():
             problems.append("config device is 'cuda' (the local-gpu profile sets it) but this machine has "
                             "no usable CUDA device; run with --profile local (CPU) instead")
-    from llr.preflight import check_workflow_data
+    from llr.data.preflight import check_workflow_data
 
     problems += check_workflow_data(DATASETS, DATA_ROOT, config)
     for p in problems:

@@ -1,6 +1,6 @@
 """Figures 2-7, Table 1 and the comparison with the paper's claims.
 
-Each function reads tidy CSVs written by the workflow (llr.tables) and writes
+Each function reads tidy CSVs written by the workflow (llr.reporting.tidy) and writes
 its files; nothing here trains or fits anything, so restyling a figure never
 reruns an experiment. One dataset order in every figure and table:
 Waterbirds, CelebA, CivilComments, MultiNLI, each synthetic stand-in
@@ -111,7 +111,7 @@ def _need(df: pd.DataFrame, cols: set[str], path: str) -> pd.DataFrame:
 
 
 def _read(path: str) -> pd.DataFrame:
-    """A runs table (llr.tables.collect_runs)."""
+    """A runs table (llr.reporting.tidy.collect_runs)."""
     return _need(pd.read_csv(path), {*RUN_KEYS, "role", "wga"}, path)
 
 
@@ -670,9 +670,9 @@ def _paper_r(ds: str, margin: str, group: int) -> float:
 def table1_data(margins: pd.DataFrame) -> pd.DataFrame:
     """Table 1 tidy (paper Appendix A): per dataset, margin kind (minimum /
     average) and group, r and p over seeds x LLR checkpoints
-    (llr.analysis.margin_correlation by dataset and group), n_points and the
+    (llr.analysis.nc1.margin_correlation by dataset and group), n_points and the
     paper's r (a stand-in gets its counterpart's)."""
-    from llr.analysis import margin_correlation
+    from llr.analysis.nc1 import margin_correlation
 
     corr = margin_correlation(margins, by=["dataset", "group"])
     out = corr.assign(margin=corr["kind"].map(MARGIN_KINDS), p=corr["p_value"], group=corr["group"].astype(int))
@@ -684,7 +684,7 @@ def table1_data(margins: pd.DataFrame) -> pd.DataFrame:
 
 def table1_pooled(margins: pd.DataFrame) -> pd.DataFrame:
     """The r pooled over groups x seeds x checkpoints, per dataset and kind."""
-    from llr.analysis import margin_correlation
+    from llr.analysis.nc1 import margin_correlation
 
     corr = margin_correlation(margins, by=["dataset"])
     return corr.assign(margin=corr["kind"].map(MARGIN_KINDS))
@@ -726,7 +726,7 @@ def table1_markdown(t1: pd.DataFrame, pooled: pd.DataFrame | None = None) -> str
 
 def table1(inputs: list[str], outputs: list[str], params: dict) -> None:
     """Table 1 per group, as the paper lays it out (Appendix A):
-    inputs = [table1_margins.csv] (llr.analysis.margin_records rows stacked
+    inputs = [table1_margins.csv] (llr.analysis.nc1.margin_records rows stacked
     with dataset and seed), outputs = [table1.csv (TABLE1_COLUMNS), table1.md]."""
     df = _need(pd.read_csv(inputs[0]), {"dataset", "seed", "epoch", "group", "min_margin", "avg_margin",
                                         "test_acc"}, inputs[0])
@@ -836,7 +836,7 @@ def _paired(a: pd.Series, b: pd.Series) -> pd.Series:
 def claims_table2(t2: pd.DataFrame) -> list[dict]:
     """Table 2: our group counts per split equal the paper's (datasets the
     paper's Table 2 covers; synthetic counts are set by the config)."""
-    from llr.tables import compare_table2
+    from llr.reporting.tidy import compare_table2
 
     rows = []
     cmp = compare_table2(t2)
@@ -1426,7 +1426,7 @@ def report(inputs: list[str], outputs: list[str], params: dict) -> None:
     """HTML report: inputs = figure PNGs and table files (.csv/.md; other
     files such as PDFs are ignored), outputs = [report.html];
     params {"title": str} optional."""
-    from llr.report import build_report
+    from llr.reporting.report import build_report
 
     figs = [p for p in inputs if p.lower().endswith(".png")]
     tabs = [p for p in inputs if p.lower().endswith((".csv", ".md"))]
@@ -1454,9 +1454,9 @@ ABLATION_NEED = {"dataset", "seed", "erm", "method", "heldout", "mode", "test_wg
 
 
 def fig8_table(inputs: list[str], outputs: list[str], params: dict) -> None:
-    """Figure 8's data from last-layer metrics.json files (llr.effective):
+    """Figure 8's data from last-layer metrics.json files (llr.analysis.effective_ratio):
     outputs = [fig8_effective_ratio.csv, fig8_correlation.csv]."""
-    from llr.effective import write_fig8_tables
+    from llr.analysis.effective_ratio import write_fig8_tables
 
     if len(outputs) != 2:
         raise LLRError("fig8_table: expected --out fig8_effective_ratio.csv fig8_correlation.csv")
@@ -1481,7 +1481,7 @@ def fig8(inputs: list[str], outputs: list[str], params: dict) -> None:
     behind, one panel per dataset with the Pearson and Spearman r of WGA
     against log ratio. inputs = [fig8_effective_ratio.csv]; params
     {"ratio": "effective" | "pooled"} (default effective); outputs = [png, pdf]."""
-    from llr.effective import RATIOS, ratio_correlations
+    from llr.analysis.effective_ratio import RATIOS, ratio_correlations
 
     plt = _plt()
     table = _need(pd.read_csv(inputs[0]), FIG8_NEED, inputs[0])
@@ -1552,7 +1552,7 @@ def claims_fig8(table: pd.DataFrame) -> list[dict]:
     point), computed per seed; yes if mean - std > FIG8_RHO, no if mean +
     std < FIG8_RHO, else inconclusive (one seed: the pooled r against the
     threshold). ``table``: fig8_effective_ratio.csv."""
-    from llr.effective import ratio_correlations
+    from llr.analysis.effective_ratio import ratio_correlations
 
     table = _need(table, FIG8_NEED, "fig8_effective_ratio.csv")
     corr = ratio_correlations(table)
@@ -1582,10 +1582,10 @@ def claims_fig8(table: pd.DataFrame) -> list[dict]:
 
 
 def ablation_caching_table(inputs: list[str], outputs: list[str], params: dict) -> None:
-    """The caching ablation's tables (llr.through_backbone): inputs = cached
+    """The caching ablation's tables (llr.lastlayer.through_backbone): inputs = cached
     and through-backbone metrics.json files; outputs = [ablation_caching.csv,
     ablation_caching_summary.csv]."""
-    from llr.through_backbone import write_ablation_tables
+    from llr.lastlayer.through_backbone import write_ablation_tables
 
     if len(outputs) != 2:
         raise LLRError("ablation_caching_table: expected --out ablation_caching.csv ablation_caching_summary.csv")
@@ -1597,8 +1597,8 @@ def ablation_caching(inputs: list[str], outputs: list[str], params: dict) -> Non
     (one point per run and seed, marker per method family) with the
     diagonal, one panel per dataset, the mean |difference| printed.
     inputs = [ablation_caching.csv]; outputs = [png, pdf]."""
-    from llr.effective import method_family
-    from llr.through_backbone import ablation_summary
+    from llr.analysis.effective_ratio import method_family
+    from llr.lastlayer.through_backbone import ablation_summary
 
     plt = _plt()
     t = _need(pd.read_csv(inputs[0]), ABLATION_NEED, inputs[0])

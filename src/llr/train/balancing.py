@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from llr.data import DatasetSpec
+from llr.data.registry import DatasetSpec
 from llr.errors import LLRError
 
 ROLES = ("train", "heldout", "val", "test")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llr.data import SPLITS, get_spec, read_metadata
+from llr.data.registry import SPLITS, get_spec, read_metadata
 from llr.errors import LLRError
 from llr.io import atomic_path, write_csv
 
@@ -152,7 +152,7 @@ RUN_INFO_KEYS = ("effective_group_ratio", "heldout_group_ratio", "train_group_ra
 RUN_COLUMNS = ("dataset", "seed", "erm", "method", "heldout", "role", "group", "acc", "wga", "mean_acc",
                *RUN_INFO_KEYS, "afr_gamma", "afr_lambda")
 LOG_COLUMNS = ("epoch", "train_loss", "lr", "seconds")
-# Columns each analysis table must have, by file name (llr.analysis).
+# Columns each analysis table must have, by file name (llr.analysis.nc1).
 ANALYSIS_COLUMNS = {
     "svm_convergence": ("epoch", "directional_error"),
     "margins": ("seed", "epoch", "group", "min_margin", "avg_margin", "n_train", "test_acc"),

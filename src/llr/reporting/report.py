@@ -75,7 +75,7 @@ td.yes { background: #e3f5e1; } td.no { background: #fbe3e3; } td.inconclusive {
 """
 
 
-CAPTION_DIR = Path(__file__).resolve().parents[2] / "workflow" / "report"
+CAPTION_DIR = Path(__file__).resolve().parents[3] / "workflow" / "report"
 # Tables summarising a figure share its caption file.
 CAPTION_FILES = {"fig8_correlation": "fig8", "fig8_effective_ratio": "fig8",
                  "ablation_caching_summary": "ablation_caching"}
@@ -175,9 +175,9 @@ def markdown_html(text: str) -> str:
 
 
 def table1_layout(path: str | os.PathLike) -> str:
-    """Table 1 in the paper's layout (llr.plots.table1_markdown) from a tidy
+    """Table 1 in the paper's layout (llr.reporting.figures.table1_markdown) from a tidy
     table1.csv; empty when the file lacks its columns (an older layout)."""
-    from llr.plots import TABLE1_COLUMNS, table1_markdown
+    from llr.reporting.figures import TABLE1_COLUMNS, table1_markdown
 
     df = pd.read_csv(path)
     if not set(TABLE1_COLUMNS) <= set(df.columns) or df.empty:

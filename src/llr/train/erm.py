@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llr.balancing import Balanced, epoch_order
+from llr.train.balancing import Balanced, epoch_order
 from llr.errors import LLRError
-from llr.metrics import evaluate
+from llr.train.metrics import evaluate
 
 
 @dataclass
@@ -50,7 +50,7 @@ class TrainConfig:
     loss_reduction: str = "weighted_mean"
 
     def __post_init__(self) -> None:
-        from llr.analysis import NC1_GLOBAL_MEANS
+        from llr.analysis.nc1 import NC1_GLOBAL_MEANS
 
         e = self.evals_per_epoch
         if isinstance(e, bool) or not isinstance(e, int) or e < 1:
@@ -235,7 +235,7 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
         result.log = state["log"]
         start_epoch = state["epoch"]
         print(f"resumed from {resume} after epoch {start_epoch}", flush=True)
-    from llr.analysis import nc1
+    from llr.analysis.nc1 import nc1
 
     def evaluate_point(epoch: int, step: int, n_steps: int, loss_sum: torch.Tensor, n_batches: int,
                        seconds: float) -> dict:
@@ -412,10 +412,10 @@ def run_pretrain_job(dataset: str, params: dict, tokenizer_dir: str | None, out:
     standing in for ImageNet / BERT pretraining (paper appendix B.2)."""
     import pandas as pd
 
-    from llr.balancing import balance
-    from llr.data import get_spec
+    from llr.train.balancing import balance
+    from llr.data.registry import get_spec
     from llr.io import write_csv
-    from llr.models import build_model
+    from llr.models.resnet import build_model
 
     spec = get_spec(dataset)
     if not spec.synthetic:
@@ -424,14 +424,14 @@ def run_pretrain_job(dataset: str, params: dict, tokenizer_dir: str | None, out:
     seed = int(params.get("seed", 0)) + 1000
     n = int(params.get("pretrain_n_per_group", 500))
     if spec.modality == "image":
-        from llr.images import CORE_CONTRAST, ImageInputs, pretrain_images
+        from llr.data.synthetic_images import CORE_CONTRAST, ImageInputs, pretrain_images
 
         kw = dict(size=params.get("image_size", 24), core_contrast=params.get("core_contrast", CORE_CONTRAST),
                   noise=params.get("noise", 0.08))
         images, labels = pretrain_images(seed, n + 100, **kw)
         inputs, model_kw = ImageInputs(images), {}
     else:
-        from llr.text import pretrain_inputs
+        from llr.data.synthetic_text import pretrain_inputs
 
         inputs, labels, model_kw = pretrain_inputs(spec, params, seed, n + 100, tokenizer_dir)
     labels = np.asarray(labels)
@@ -460,12 +460,12 @@ def run_erm_job(*, dataset: str, metadata: str, split: str, inputs: str, subset:
     ``outdir``."""
     import pandas as pd
 
-    from llr.balancing import POOLS, ErmCell, balance, rng_for
-    from llr.data import get_spec, read_metadata
-    from llr.inputs import open_inputs
+    from llr.train.balancing import POOLS, ErmCell, balance, rng_for
+    from llr.data.registry import get_spec, read_metadata
+    from llr.data.inputs import open_inputs
     from llr.io import atomic_path, write_csv, write_json
-    from llr.metrics import train_group_weights
-    from llr.models import build_model
+    from llr.train.metrics import train_group_weights
+    from llr.models.resnet import build_model
 
     spec = get_spec(dataset)
     c = ErmCell.parse(cell)
@@ -523,7 +523,7 @@ def run_erm_job(*, dataset: str, metadata: str, split: str, inputs: str, subset:
         if len(pos):
             metrics["roles"][r] = evaluate(pred[pos], y[pos], g[pos], spec.n_groups, gw)
     if cfg.nc1:
-        from llr.analysis import nc1
+        from llr.analysis.nc1 import nc1
 
         gm = cfg.nc1_global_mean
         metrics["nc1"] = {"train": nc1(emb[pool], y[pool], spec.n_classes, global_mean=gm),

@@ -59,7 +59,7 @@ KNOWN_SHA256: dict[str, dict[str, tuple[str, str]]] = {
     },
 }
 
-# torchvision's ImageNet checkpoints: the weights llr.models loads for each
+# torchvision's ImageNet checkpoints: the weights llr.models.resnet loads for each
 # architecture (its IMAGENET_WEIGHTS; a test keeps the two in step) and
 # torchvision's file name for them in $TORCH_HOME/hub/checkpoints.
 IMAGENET_VARIANT = {"resnet18": "IMAGENET1K_V1", "resnet50": "IMAGENET1K_V1"}  # milkshake's weights
@@ -87,7 +87,7 @@ class Row:
 
 
 def _where(name: str) -> str:
-    from llr.datasets import LAYOUTS
+    from llr.data.real import LAYOUTS
 
     return f"expected {LAYOUTS[name].expected}; {SOURCES[name]}"
 
@@ -105,7 +105,7 @@ def _bad(name: str, check: str, status: str, detail: str) -> Row:
 
 def check_dataset_files(name: str, data_root: str | os.PathLike) -> list[str]:
     """Problems (one line each) with a real dataset's files; [] when fine."""
-    from llr.datasets import LAYOUTS, find_dataset_dir
+    from llr.data.real import LAYOUTS, find_dataset_dir
 
     if name not in LAYOUTS:
         return []
@@ -136,8 +136,8 @@ def _sample(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, bool]:
 def _count_rows(name: str, meta) -> list[Row]:
     """Group counts per split against the paper's Table 2 (information: a
     miniature or re-split copy differs)."""
-    from llr.data import SPLITS, get_spec
-    from llr.tables import PAPER_TABLE2
+    from llr.data.registry import SPLITS, get_spec
+    from llr.reporting.tidy import PAPER_TABLE2
 
     spec = get_spec(name)
     G = spec.n_groups
@@ -157,7 +157,7 @@ def _count_rows(name: str, meta) -> list[Row]:
 
 
 def _image_rows(name: str, data_root, meta, sample: int) -> list[Row]:
-    from llr.datasets import image_paths, load_image
+    from llr.data.real import image_paths, load_image
 
     try:
         paths = image_paths(name, data_root, meta, check=0)
@@ -187,7 +187,7 @@ def _image_rows(name: str, data_root, meta, sample: int) -> list[Row]:
 def _text_rows(name: str, data_root, meta, full: bool) -> list[Row]:
     """Texts: the file and column exist (fast), or (``full``) every text of
     the metadata loads and MultiNLI's tsv rows align with metadata_random.csv."""
-    from llr.datasets import CIVILCOMMENTS_TEXT_COLUMN, MNLI_TSV_FILES, _MNLI_TEXT_DIRS, find_dataset_dir, \
+    from llr.data.real import CIVILCOMMENTS_TEXT_COLUMN, MNLI_TSV_FILES, _MNLI_TEXT_DIRS, find_dataset_dir, \
         find_cached_mnli, load_texts
 
     d = find_dataset_dir(name, data_root)
@@ -245,7 +245,7 @@ def dataset_rows(name: str, data_root: str | os.PathLike, *, sample: int = SAMPL
     group counts against Table 2, sampled image files present (text:
     texts load when ``full``, else their files/columns exist), and the
     sha256 of the metadata against the official file."""
-    from llr.datasets import find_dataset_dir, prepare_real
+    from llr.data.real import find_dataset_dir, prepare_real
 
     try:
         d = find_dataset_dir(name, data_root)
@@ -264,7 +264,7 @@ def dataset_rows(name: str, data_root: str | os.PathLike, *, sample: int = SAMPL
     rows.append(Row(name, "metadata", "ok", f"{len(meta)} rows readable"))
     rows.append(Row(name, "groups", "ok", "every group non-empty in every split"))
     rows += _count_rows(name, meta)
-    from llr.data import get_spec
+    from llr.data.registry import get_spec
 
     if get_spec(name).modality == "image":
         rows += _image_rows(name, data_root, meta, sample)
@@ -383,7 +383,7 @@ def model_rows(ds: str, config: dict) -> list[Row]:
     checkpoints when ``imagenet: true``; the BERT folder (or hub cache entry)
     of ``model_path``; for a real text dataset without model_path, the
     tokenizer of its arch."""
-    from llr.data import DATASETS
+    from llr.data.registry import DATASETS
 
     rows: list[Row] = []
     spec = DATASETS.get(ds)
@@ -406,9 +406,9 @@ def doctor_rows(datasets, data_root: str | os.PathLike, config: dict, *, sample:
                 full: bool = True, checksum: bool = True) -> list[Row]:
     """Every check of every configured dataset (real datasets: files; all:
     weights)."""
-    from llr.datasets import LAYOUTS
+    from llr.data.real import LAYOUTS
 
-    from llr.data import DATASETS
+    from llr.data.registry import DATASETS
 
     rows: list[Row] = []
     for ds in datasets:

@@ -2,7 +2,7 @@
 real-data pipeline (paper Appendix B.1, Table 2).
 
 ``write_fixtures(out_dir, seed)`` writes ``out_dir/<dataset>/`` in the exact
-layouts the real readers accept (``llr.datasets.LAYOUTS``): the group_DRO
+layouts the real readers accept (``llr.data.real.LAYOUTS``): the group_DRO
 Waterbirds tarball layout, the official CelebA files (CRLF line ends, the
 row-count line and the 40-attribute header of ``list_attr_celeba.txt``), the
 WILDS CivilComments CSV and group_DRO's MultiNLI ``metadata_random.csv`` with
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llr.data import SPLITS, get_spec
+from llr.data.registry import SPLITS, get_spec
 from llr.errors import LLRError
 
 FIXTURE_DATASETS = ("waterbirds", "celeba", "civilcomments", "multinli")
@@ -86,7 +86,7 @@ def fixture_counts(name: str, total: int = DEFAULT_TOTAL, min_count: int = MIN_P
     ``min_count`` per group, then raised where needed so that within each
     split a group larger than another in Table 2 stays strictly larger (ties
     stay ties): the direction of the imbalance is that of the real dataset."""
-    from llr.tables import PAPER_TABLE2
+    from llr.reporting.tidy import PAPER_TABLE2
 
     if name not in PAPER_TABLE2:
         raise LLRError(f"fixtures: no Table 2 counts for {name!r}; expected one of {sorted(PAPER_TABLE2)}")

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from llr.data import DatasetSpec
+from llr.data.registry import DatasetSpec
 from llr.errors import LLRError
 
 
 def open_inputs(spec: DatasetSpec, path: str, crop: int | None = None):
     """Image datasets: a uint8 ``.npy`` (N, 3, H, W), memory-mapped;
-    text datasets: a token ``.npz`` (see ``llr.text``)."""
+    text datasets: a token ``.npz`` (see ``llr.data.synthetic_text``)."""
     try:
         if spec.modality == "image":
-            from llr.images import ImageInputs
+            from llr.data.synthetic_images import ImageInputs
 
             return ImageInputs(np.load(path, mmap_mode="r"), crop)
-        from llr.text import TextInputs
+        from llr.data.synthetic_text import TextInputs
 
         return TextInputs(path)
     except FileNotFoundError:

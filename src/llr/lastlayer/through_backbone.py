@@ -2,7 +2,7 @@
 measure this reproduction's caching deviation.
 
 Here LLR normally trains a head on cached eval-mode embeddings
-(:mod:`llr.lastlayer`). The authors instead retrain the last layer by running
+(:mod:`llr.lastlayer.methods`). The authors instead retrain the last layer by running
 every held-out batch through the frozen ERM network, with training
 augmentation and the network in training mode: BatchNorm normalizes with the
 batch's statistics and updates its running statistics on the held-out set,
@@ -14,7 +14,7 @@ momentum 0, no weight decay, batch 32, the same epochs, the same held-out
 cell, the same class/group balancing plan, the same initial head and the
 same example order, paper section 3), then evaluates in eval mode (with the
 running statistics the held-out set left behind) and writes a metrics.json
-in the format of :func:`llr.lastlayer.run_lastlayer_job` plus
+in the format of :func:`llr.lastlayer.methods.run_lastlayer_job` plus
 ``mode: "through_backbone"``.
 
 With ``backbone_mode="eval"`` and ``augment=False`` the job trains on the very
@@ -39,7 +39,7 @@ BACKBONE_MODES = ("train", "eval")
 
 def _parse(text: str | dict | None, what: str) -> dict:
     """A JSON object given as text (or a dict), as the lastlayer job reads it."""
-    from llr.lastlayer import _parse_params
+    from llr.lastlayer.methods import _parse_params
 
     try:
         return _parse_params(text)
@@ -48,7 +48,7 @@ def _parse(text: str | dict | None, what: str) -> dict:
 
 
 def _roles(split: str, n: int) -> np.ndarray:
-    from llr.balancing import ROLES
+    from llr.train.balancing import ROLES
     from llr.io import read_csv
 
     sp = read_csv(split, ("idx", "role"))
@@ -65,19 +65,19 @@ def _roles(split: str, n: int) -> np.ndarray:
 
 def _cell(heldout: str, roles: np.ndarray) -> np.ndarray:
     """Positions of the held-out cell, sorted (as the cached job)."""
-    from llr.lastlayer import heldout_cell
+    from llr.lastlayer.methods import heldout_cell
 
     return heldout_cell(heldout, roles)
 
 
 def load_erm_model(model_pt: str, arch: str, n_classes: int, pretrained: str | None = None,
                    model_path: str | None = None):
-    """The ERM cell's classifier (:func:`llr.models.build_model`) with
-    ``model.pt``'s weights, built as ``llr.train.run_erm_job`` builds it (the
+    """The ERM cell's classifier (:func:`llr.models.resnet.build_model`) with
+    ``model.pt``'s weights, built as ``llr.train.erm.run_erm_job`` builds it (the
     synthetic pretrain file gives the text model's options)."""
     import torch
 
-    from llr.models import build_model
+    from llr.models.resnet import build_model
 
     kw: dict = {}
     if pretrained:
@@ -103,7 +103,7 @@ def load_erm_model(model_pt: str, arch: str, n_classes: int, pretrained: str | N
 def _epoch_orders(n: int, epochs: int, batch_size: int | None, sample_weights: np.ndarray | None,
                   seed: int) -> list[list[np.ndarray]]:
     """Per epoch, the batches (positions into the plan) of
-    :func:`llr.lastlayer.fit_softmax` with the same seed: a seeded
+    :func:`llr.lastlayer.methods.fit_softmax` with the same seed: a seeded
     permutation, or N draws with replacement from ``sample_weights``; one
     full batch in order when the batch holds everything and nothing is
     sampled."""
@@ -127,7 +127,7 @@ def train_head_through_backbone(model, inputs, cell_pos: np.ndarray, y_cell: np.
     """Train ``model.head`` on the held-out cell through the frozen backbone.
 
     ``plan`` = (positions into the cell, sample_weights, loss_weights)
-    (:func:`llr.effective.balanced_plan`); ``hp``: the cached method's
+    (:func:`llr.analysis.effective_ratio.balanced_plan`); ``hp``: the cached method's
     resolved hyper-parameters (lr, momentum, weight_decay, batch_size,
     max_grad_norm, loss_reduction). Backbone parameters are frozen; with
     ``backbone_mode="train"`` the network runs in training mode (BatchNorm
@@ -138,7 +138,7 @@ def train_head_through_backbone(model, inputs, cell_pos: np.ndarray, y_cell: np.
     import torch
     import torch.nn.functional as F
 
-    from llr.train import _to, resolve_device
+    from llr.train.erm import _to, resolve_device
 
     if backbone_mode not in BACKBONE_MODES:
         raise LLRError(f"backbone_mode {backbone_mode!r} unknown, expected one of {list(BACKBONE_MODES)}")
@@ -206,7 +206,7 @@ def run_through_backbone_job(*, dataset: str, metadata: str, split: str, inputs:
     to ``heldout_sampling_ratio`` for ``llr``) and write ``out_json``.
 
     ``params``: the method's overrides as for the cached job (``epochs``,
-    ``lr``, ...; ``llr.lastlayer.resolve_hp``) plus ``backbone_mode``
+    ``lr``, ...; ``llr.lastlayer.methods.resolve_hp``) plus ``backbone_mode``
     (train | eval) and ``augment`` (bool); ``erm_params``: the ERM cell's
     settings (``arch``, ``model_path``, ``crop``, ``eval_batch_size``,
     ``device``, ``threads``); ``epochs``: ERM's epoch count, used unless
@@ -214,14 +214,14 @@ def run_through_backbone_job(*, dataset: str, metadata: str, split: str, inputs:
     ``cbllr_<mode>``."""
     import torch
 
-    from llr.balancing import effective_group_ratio, group_ratio_sampling_weights
-    from llr.data import get_spec, read_metadata
-    from llr.effective import balanced_plan, plan_weights, pooled_group_ratio
-    from llr.inputs import open_inputs
+    from llr.train.balancing import effective_group_ratio, group_ratio_sampling_weights
+    from llr.data.registry import get_spec, read_metadata
+    from llr.analysis.effective_ratio import balanced_plan, plan_weights, pooled_group_ratio
+    from llr.data.inputs import open_inputs
     from llr.io import write_json
-    from llr.lastlayer import _jsonable, check_method_params, get_method, resolve_hp, torch_linear_init
-    from llr.metrics import evaluate, train_group_weights
-    from llr.train import TrainConfig, _set_threads, embed, resolve_device
+    from llr.lastlayer.methods import _jsonable, check_method_params, get_method, resolve_hp, torch_linear_init
+    from llr.train.metrics import evaluate, train_group_weights
+    from llr.train.erm import TrainConfig, _set_threads, embed, resolve_device
 
     t0 = time.time()
     spec = get_spec(dataset)

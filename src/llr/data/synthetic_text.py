@@ -110,7 +110,7 @@ from torch import nn
 
 from llr.errors import LLRError
 from llr.io import atomic_path
-from llr.models import Classifier
+from llr.models.resnet import Classifier
 
 # ---------------------------------------------------------------------------
 # The synthetic language
@@ -574,7 +574,7 @@ def prepare_synthetic_text(spec, params: dict, out_metadata: str | os.PathLike,
     (``seed``, ``sizes``, ``core_noise``; ``max_length``, ``tokenizer_dir``),
     write the standardized metadata (with the ``text`` column) and its token
     cache ``out_inputs``."""
-    from llr.data import standardize
+    from llr.data.registry import standardize
     from llr.io import write_csv
 
     if not out_inputs:

@@ -3,7 +3,7 @@ penultimate embedding ``embed(x)`` and a linear ``head``; ``forward`` is
 ``head(embed(x))``. Architectures: torchvision ResNets (``resnet18``,
 ``resnet50``, and ``resnet18-small`` for the synthetic benchmark: one
 BasicBlock per stage, convolutions with a 1x1 output as matrix products) and
-transformers BERT (see ``llr.text``).
+transformers BERT (see ``llr.data.synthetic_text``).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def build_model(arch: str, n_classes: int, *, pretrained: bool = False, **kw) ->
     if arch.startswith("resnet"):
         return build_resnet(arch, n_classes, pretrained=pretrained)
     if arch.startswith("bert"):
-        from llr.text import build_bert
+        from llr.data.synthetic_text import build_bert
 
         return build_bert(arch, n_classes, pretrained=pretrained, **kw)
     raise LLRError(f"unknown architecture {arch!r}; expected a resnet or bert name")

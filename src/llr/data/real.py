@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llr.data import SPLITS, get_spec, standardize
+from llr.data.registry import SPLITS, get_spec, standardize
 from llr.errors import LLRError
 from llr.io import atomic_path, write_csv
 

@@ -43,14 +43,16 @@ from pathlib import Path
 PRELOAD = ("numpy", "pandas", "scipy.stats", "torch", "torchvision.models", "transformers",
            "transformers.models.bert.configuration_bert", "transformers.models.bert.modeling_bert",
            "transformers.models.bert.tokenization_bert",
-           "matplotlib.pyplot", "llr.cli", "llr.train", "llr.lastlayer", "llr.analysis", "llr.tables",
-           "llr.plots", "llr.text", "llr.images", "llr.datasets", "llr.balancing")
+           "matplotlib.pyplot", "llr.cli", "llr.train.erm", "llr.lastlayer.methods", "llr.analysis.nc1", "llr.reporting.tidy",
+           "llr.reporting.figures", "llr.data.synthetic_text", "llr.data.synthetic_images", "llr.data.real", "llr.train.balancing")
 _HDR = struct.Struct("!I")
 
 
 def _key() -> str:
-    pkg = Path(__file__).resolve().parent
-    stamp = [sys.executable, str(pkg)] + [f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(pkg.glob("*.py"))]
+    pkg = Path(__file__).resolve().parents[1]  # the llr package, every subpackage
+    stamp = [sys.executable, str(pkg)] + [
+        f"{p.relative_to(pkg)}:{p.stat().st_mtime_ns}" for p in sorted(pkg.rglob("*.py"))
+    ]
     return hashlib.sha1("\n".join(stamp).encode()).hexdigest()[:16]
 
 
@@ -179,7 +181,7 @@ def _spawn(path: Path) -> None:
         finally:
             probe.close()
         log = open(path.with_suffix(".log"), "ab")
-        subprocess.Popen([sys.executable, "-m", "llr.forkserver", str(path)], stdin=subprocess.DEVNULL,
+        subprocess.Popen([sys.executable, "-m", "llr.runtime.forkserver", str(path)], stdin=subprocess.DEVNULL,
                          stdout=log, stderr=log, start_new_session=True, close_fds=True,
                          env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                               "MKL_NUM_THREADS": "1", "LLR_FORKSERVER": "0"})

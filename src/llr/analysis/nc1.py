@@ -499,7 +499,7 @@ def directional_error(W: Any, W_ref: Any) -> float:
 # --------------------------------------------------------------------------
 
 def _default_fit() -> Callable[..., Any]:
-    from llr.lastlayer import fit_softmax  # lazy: imports torch
+    from llr.lastlayer.methods import fit_softmax  # lazy: imports torch
     return fit_softmax
 
 
@@ -530,7 +530,7 @@ def svm_convergence(X: Any, y: Any, n_classes: int, fit: Callable[..., Any] | No
     The reference is ``linear_svm(X, y, C=svm_C)`` (no intercept; the
     authors' LinearSVC with C = 1e5), which never fails on non-separable
     features. The LLR head is fit with ``fit`` (default
-    llr.lastlayer.fit_softmax: SGD, batch 32) at ``lr`` (1e-3 in Figure 3, for
+    llr.lastlayer.methods.fit_softmax: SGD, batch 32) at ``lr`` (1e-3 in Figure 3, for
     10x the standard epochs, hence 10x the steps: pass ``epochs``
     accordingly), recording every epoch. The head keeps its bias during
     training, as in the authors' exps/svm_convergence.py (nn.Linear with bias,
@@ -579,7 +579,7 @@ def margin_records(X_train: Any, y_train: Any, g_train: Any, X_test: Any, y_test
     Returns columns seed, epoch, group, min_margin, avg_margin, n_train,
     test_acc.
     """
-    from llr.metrics import group_accuracy
+    from llr.train.metrics import group_accuracy
     fit = fit or _default_fit()
     X_train, X_test = _as_2d(X_train, "X_train"), _as_2d(X_test, "X_test")
     K, G = int(n_classes), int(n_groups)

@@ -51,12 +51,12 @@ import pandas as pd
 
 import array_api_compat
 
-from llr.balancing import (ROLES, balance, effective_group_ratio, group_ratio_sampling_weights, rng_for,
+from llr.train.balancing import (ROLES, balance, effective_group_ratio, group_ratio_sampling_weights, rng_for,
                            upweights)
-from llr.data import DatasetSpec, get_spec, read_metadata
+from llr.data.registry import DatasetSpec, get_spec, read_metadata
 from llr.errors import LLRError
 from llr.io import load_embeddings, write_json
-from llr.metrics import evaluate, group_accuracy, train_group_weights
+from llr.train.metrics import evaluate, group_accuracy, train_group_weights
 
 Array = Any  # a NumPy array or a torch tensor
 
@@ -531,7 +531,7 @@ def predict(W: np.ndarray, b: np.ndarray, X: np.ndarray, chunk: int = 65536) -> 
 def evaluate_head(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, g: np.ndarray,
                   n_groups: int, group_weights: np.ndarray | None = None) -> dict:
     """Per-group accuracy, WGA and mean accuracy of a linear head
-    (:func:`llr.metrics.evaluate`)."""
+    (:func:`llr.train.metrics.evaluate`)."""
     return evaluate(predict(W, b, X), np.asarray(y), np.asarray(g), n_groups, group_weights)
 
 
@@ -549,7 +549,7 @@ def afr_weights(erm_logits: np.ndarray, y: np.ndarray, gamma: float,
                 balance_classes: bool = True) -> np.ndarray:
     """AFR's example weights: ``w_i ∝ exp(-gamma * p_i)`` with ``p_i`` the ERM
     softmax probability of the true class, times the class upweighting
-    weight n_max/n_c when ``balance_classes`` (:func:`llr.balancing.upweights`;
+    weight n_max/n_c when ``balance_classes`` (:func:`llr.train.balancing.upweights`;
     AFR's notebooks multiply class c by n_0/n_c, the same after
     normalization), normalized to sum 1. Computed in log space so
     that AFR's MultiNLI gammas (up to 1e5) cannot underflow to all zeros."""
@@ -571,7 +571,7 @@ class Task:
     """What a method sees: the training cell (X, y, g), the validation role
     (for AFR's tuning), the ERM head and the run's settings.
     ``sample_weights``: a sampler over the cell imposed by the job (the
-    sampled held-out construction, :func:`llr.balancing.group_ratio_sampling_weights`).
+    sampled held-out construction, :func:`llr.train.balancing.group_ratio_sampling_weights`).
     ``report_sets``: name -> (X, y, g, group_weights) on which AFR reports
     every grid point's WGA and mean accuracy (``<name>_wga``,
     ``<name>_mean_acc`` in ``afr.grid``); never used for any choice."""
@@ -781,7 +781,7 @@ def _init_head(task: Task, hp: dict) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _balanced_llr(by: str | None, mode: str) -> Callable[[Task, dict], tuple]:
     """LLR on the training cell balanced by ``by`` ('g' for DFR, 'y' for
-    CB-LLR, None for plain LLR) with ``mode`` (llr.balancing.balance; paper
+    CB-LLR, None for plain LLR) with ``mode`` (llr.train.balancing.balance; paper
     section 3.2). Upweighting's n_max/n_c loss weights enter a weighted mean
     per batch (``loss_reduction``, torch's ``cross_entropy(weight=...)``)."""
 
@@ -1076,7 +1076,7 @@ def run_lastlayer_job(embeddings: str, head: str, metadata: str, split: str, hel
     ``heldout="full"`` and method ``llr`` keeps every held-out example and
     samples (with replacement, epoch length unchanged) so that each class's
     expected minority/majority mass is r, as the authors' code does
-    (:func:`llr.balancing.group_ratio_sampling_weights`;
+    (:func:`llr.train.balancing.group_ratio_sampling_weights`;
     ``heldout_construction: "sampled"``). Every run records
     ``effective_group_ratio`` (the cell as the method weights it),
     ``heldout_group_ratio`` (the cell unweighted) and ``train_group_ratio``

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from llr.data import SPLITS
+from llr.data.registry import SPLITS
 from llr.errors import LLRError
 
 # Defaults of the generator settings; config.yaml's ``synthetic`` block sets
@@ -177,7 +177,7 @@ def prepare_synthetic_images(spec, params: dict, out_metadata: str | os.PathLike
     """``prepare`` for an image stand-in: generate it from ``params``
     (``seed``, ``sizes``, ``image_size``, ``core_contrast``, ``noise``), write
     the standardized metadata and the images ``out_inputs`` (``.npy``)."""
-    from llr.data import standardize
+    from llr.data.registry import standardize
     from llr.io import atomic_path, write_csv
 
     if not out_inputs:

@@ -88,7 +88,7 @@ register(DatasetSpec(
     defaults={"arch": "bert-base-uncased", "epochs": 20, "schedule": "linear", "max_length": 128},
 ))
 # Embedded synthetic stand-ins, one per real dataset and mirroring its spec
-# (llr.images, llr.text).
+# (llr.data.synthetic_images, llr.data.synthetic_text).
 register(DatasetSpec(
     name="synth_waterbirds", modality="image",
     class_names=("landbird", "waterbird"), spurious_names=("land", "water"),

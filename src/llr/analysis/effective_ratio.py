@@ -19,7 +19,7 @@ from the last-layer jobs' ``metrics.json`` files:
 
 and the correlation of test WGA with the log effective ratio per dataset.
 
-Two ratios per point: ``effective_ratio`` is :func:`llr.balancing.effective_group_ratio`
+Two ratios per point: ``effective_ratio`` is :func:`llr.train.balancing.effective_group_ratio`
 (per class, weighted minority mass over majority mass, averaged over classes:
 the paper's "group ratio ... for each class"), which class-level reweighting
 cannot change; ``pooled_ratio`` is the weighted mass of all minority groups
@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from llr.balancing import balance, effective_group_ratio, rng_for
-from llr.data import DatasetSpec, get_spec
+from llr.train.balancing import balance, effective_group_ratio, rng_for
+from llr.data.registry import DatasetSpec, get_spec
 from llr.errors import LLRError
 
 FIG8_COLUMNS = ("dataset", "seed", "erm", "method", "heldout", "family", "point", "effective_ratio",
@@ -64,11 +64,11 @@ _LL_PATH = re.compile(r"(?:^|/)(?P<dataset>[^/]+)/seed(?P<seed>\d+)/lastlayer/(?
 
 def pooled_group_ratio(y: np.ndarray, g: np.ndarray, weights: np.ndarray | None, spec: DatasetSpec) -> float:
     """Weighted mass of every minority group over that of every majority
-    group, over the classes :func:`llr.balancing.effective_group_ratio` counts
+    group, over the classes :func:`llr.train.balancing.effective_group_ratio` counts
     (a class's majority group: its group with the most examples, unweighted).
     Unlike the per-class ratio, class-level reweighting moves it. NaN when no
     class qualifies or the majority groups carry no weight."""
-    from llr.balancing import class_group_masses
+    from llr.train.balancing import class_group_masses
 
     maj, mino, keep = class_group_masses(y, g, weights, spec)
     den = float(maj[keep].sum())
@@ -93,7 +93,7 @@ def balanced_plan(method: str, y: np.ndarray, g: np.ndarray, seed: int,
                   sample_weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None,
                                                                        np.ndarray | None]:
     """The training plan of a balanced-LLR method on a held-out cell, exactly
-    as ``llr.lastlayer`` builds it: ``(positions, sample_weights,
+    as ``llr.lastlayer.methods`` builds it: ``(positions, sample_weights,
     loss_weights)`` into the cell. ``llr``: every example (``sample_weights``
     a sampler imposed by the sampled construction); ``dfr_<mode>`` balances
     groups, ``cbllr_<mode>`` classes (paper section 3.2; the same seeded
@@ -133,9 +133,9 @@ def plan_ratios(method: str, y: np.ndarray, g: np.ndarray, seed: int, spec: Data
 def afr_ratios(erm_logits: np.ndarray, y: np.ndarray, g: np.ndarray, gamma: float, spec: DatasetSpec,
                balance_classes: bool = True) -> dict[str, float]:
     """Effective and pooled group ratio of AFR's weights at ``gamma``
-    (``exp(-gamma p_i)``, class-balanced; :func:`llr.lastlayer.afr_weights`)
+    (``exp(-gamma p_i)``, class-balanced; :func:`llr.lastlayer.methods.afr_weights`)
     on a held-out set with ERM logits ``erm_logits`` (paper section 3.2)."""
-    from llr.lastlayer import afr_weights
+    from llr.lastlayer.methods import afr_weights
 
     w = afr_weights(np.asarray(erm_logits, dtype=np.float64), y, gamma, balance_classes)
     return {"effective_ratio": effective_group_ratio(y, g, w, spec), "pooled_ratio": pooled_group_ratio(y, g, w, spec)}

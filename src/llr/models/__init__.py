@@ -1,0 +1,1 @@
+"""Backbones with one interface (``embed`` and a linear ``head``): torchvision ResNets and BERT."""
