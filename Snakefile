@@ -25,6 +25,6 @@ include: "workflow/rules/beyond.smk"
 
 
 rule all:
-    input:
-        all_targets(),
     default_target: True
+    input:
+        GRID.all_targets(),

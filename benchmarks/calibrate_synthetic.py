@@ -46,8 +46,15 @@ STANDINS = ("synth_waterbirds", "synth_celeba", "synth_civilcomments", "synth_mu
 TARGETS = {"natural_mean": 0.90, "gap": 0.15, "balanced_wga": 0.85, "probe_wga": 0.80}
 
 
-def linear_probe_wga(features: np.ndarray, y: np.ndarray, g: np.ndarray, train_pos: np.ndarray,
-                     test_pos: np.ndarray, n_groups: int, C: float = 1.0) -> tuple[float, list[float]]:
+def linear_probe_wga(
+    features: np.ndarray,
+    y: np.ndarray,
+    g: np.ndarray,
+    train_pos: np.ndarray,
+    test_pos: np.ndarray,
+    n_groups: int,
+    C: float = 1.0,
+) -> tuple[float, list[float]]:
     """Test WGA (and per-group accuracies) of a logistic-regression probe on
     ``features``, fit on ``train_pos`` with each group's examples weighted
     1 / (its count), i.e. every group of equal total weight; standardized
@@ -124,34 +131,51 @@ def prepare(name: str, gen: dict, erm: dict, folder: Path, balanced: bool) -> tu
         inputs = folder / "inputs.npy"
         prepare_synthetic_images(spec, params, meta, inputs)
     else:
-        from llr.data.synthetic_text import prepare_synthetic_text
+        from llr.data.synthetic_text_tokens import prepare_synthetic_text
 
         inputs = folder / "tokens.npz"
-        params.update(tokenizer_dir=str(folder.parent / "tokenizer"), **{k: erm[k] for k in ("max_length",) if k in erm})
+        params.update(
+            tokenizer_dir=str(folder.parent / "tokenizer"), **{k: erm[k] for k in ("max_length",) if k in erm}
+        )
         prepare_synthetic_text(spec, params, meta, inputs)
     return meta, inputs
 
 
 def pretrain(name: str, gen: dict, erm: dict, folder: Path) -> Path:
     """The workflow's pretrain step (``run_pretrain_job``) into ``folder``."""
-    from llr.train.erm import run_pretrain_job
+    from llr.train.pretrain import run_pretrain_job
 
     params = {k: v for k, v in gen.items() if not k.startswith("_")}
-    params.update({k: erm[k] for k in ("arch", "batch_size", "schedule", "weight_decay", "max_length",
-                                        "eval_batch_size", "threads", "device") if k in erm})
+    params.update(
+        {
+            k: erm[k]
+            for k in (
+                "arch",
+                "batch_size",
+                "schedule",
+                "weight_decay",
+                "max_length",
+                "eval_batch_size",
+                "threads",
+                "device",
+            )
+            if k in erm
+        }
+    )
     out = folder / "backbone.pt"
     tok = str(folder / "tokenizer") if not gen["_image"] else None
     run_pretrain_job(name, params, tok, str(out))
     return out
 
 
-def erm_job(name: str, meta: Path, inputs: Path, backbone: Path, seed: int, erm: dict,
-            folder: Path) -> tuple[dict, float, float]:
+def erm_job(
+    name: str, meta: Path, inputs: Path, backbone: Path, seed: int, erm: dict, folder: Path
+) -> tuple[dict, float, float]:
     """The ``train_none`` ERM cell (``run_erm_job``) with the workflow's
     held-out split: its metrics and its wall and CPU seconds."""
-    from llr.train.balancing import heldout_split
     from llr.data.registry import get_spec, read_metadata
     from llr.io import write_csv
+    from llr.train.balancing import heldout_split
     from llr.train.erm import run_erm_job
 
     spec = get_spec(name)
@@ -159,8 +183,18 @@ def erm_job(name: str, meta: Path, inputs: Path, backbone: Path, seed: int, erm:
     write_csv(split, heldout_split(read_metadata(meta, spec), spec, seed))
     out = folder / "erm_train_none"
     t0, c0 = time.perf_counter(), time.process_time()
-    run_erm_job(dataset=name, metadata=str(meta), split=str(split), inputs=str(inputs), subset=None,
-                pretrained=str(backbone), cell="train_none", seed=seed, params=erm, outdir=str(out))
+    run_erm_job(
+        dataset=name,
+        metadata=str(meta),
+        split=str(split),
+        inputs=str(inputs),
+        subset=None,
+        pretrained=str(backbone),
+        cell="train_none",
+        seed=seed,
+        params=erm,
+        outdir=str(out),
+    )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return json.loads((out / "metrics.json").read_text()), wall, cpu
 
@@ -169,9 +203,9 @@ def probe(name: str, meta: Path, inputs: Path, backbone: Path, erm: dict) -> tup
     """``linear_probe_wga`` on the pretrained backbone's features."""
     import torch
 
-    from llr.data.registry import get_spec, read_metadata
     from llr.data.inputs import open_inputs
-    from llr.models.resnet import build_model
+    from llr.data.registry import get_spec, read_metadata
+    from llr.models.factory import build_model
     from llr.train.erm import TrainConfig, embed
 
     spec = get_spec(name)
@@ -179,19 +213,29 @@ def probe(name: str, meta: Path, inputs: Path, backbone: Path, erm: dict) -> tup
     state = torch.load(backbone, map_location="cpu", weights_only=False)
     model = build_model(erm["arch"], spec.n_classes, **state.get("model_kw", {}))
     model.backbone.load_state_dict(state["backbone"])
-    feats, _ = embed(model, open_inputs(spec, str(inputs)), np.arange(len(m)), TrainConfig(epochs=1),
-                     torch.device("cpu"))
+    feats, _ = embed(
+        model, open_inputs(spec, str(inputs)), np.arange(len(m)), TrainConfig(epochs=1), torch.device("cpu")
+    )
     split = m["split"].to_numpy()
-    return linear_probe_wga(feats, m["y"].to_numpy(), m["g"].to_numpy(), np.flatnonzero(split == "train"),
-                            np.flatnonzero(split == "test"), spec.n_groups)
+    return linear_probe_wga(
+        feats,
+        m["y"].to_numpy(),
+        m["g"].to_numpy(),
+        np.flatnonzero(split == "train"),
+        np.flatnonzero(split == "test"),
+        spec.n_groups,
+    )
 
 
 # The ERM cells of one seed in the default `all` (`snakemake -n all` lists
 # them): pool_[level_]mode, group-ratio cells, and Figure 2's long run.
-CELLS = (["train_none", "train_none_long"] + [f"{p}_class_{m}" for p in ("train", "combined")
-                                               for m in ("subsetting", "upsampling", "upweighting")]
-         + [f"combined_group_{m}" for m in ("subsetting", "upsampling", "upweighting")] + ["combined_none"]
-         + [f"{p}_ratio{r}_none" for p in ("train", "combined") for r in (0.05, 0.1, 0.2, 0.5, 1.0)])
+CELLS = (
+    ["train_none", "train_none_long"]
+    + [f"{p}_class_{m}" for p in ("train", "combined") for m in ("subsetting", "upsampling", "upweighting")]
+    + [f"combined_group_{m}" for m in ("subsetting", "upsampling", "upweighting")]
+    + ["combined_none"]
+    + [f"{p}_ratio{r}_none" for p in ("train", "combined") for r in (0.05, 0.1, 0.2, 0.5, 1.0)]
+)
 
 
 def cell_params(cell: str, erm: dict, config: Path) -> dict:
@@ -201,7 +245,7 @@ def cell_params(cell: str, erm: dict, config: Path) -> dict:
     twice the epochs and NC1 for the long run."""
     import yaml
 
-    from llr.train.balancing import ErmCell
+    from llr.experiments import ErmCell
 
     cfg = yaml.safe_load(config.read_text())
     c = ErmCell.parse(cell)
@@ -221,9 +265,10 @@ def time_cells(name: str, seed: int, config: Path, a) -> None:
     one seed of the stand-in, less the interpreter start of each job."""
     import pandas as pd
 
-    from llr.train.balancing import POOLS, ErmCell, group_ratio_subset, heldout_split, rng_for
     from llr.data.registry import get_spec, read_metadata
+    from llr.experiments import ErmCell
     from llr.io import write_csv
+    from llr.train.balancing import POOLS, group_ratio_subset, heldout_split, rng_for
     from llr.train.erm import run_erm_job
 
     spec = get_spec(name)
@@ -243,22 +288,35 @@ def time_cells(name: str, seed: int, config: Path, a) -> None:
             subset = None
             if c.ratio is not None:
                 pos = np.flatnonzero(np.isin(roles, POOLS[c.pool]))
-                keep = group_ratio_subset(meta["g"].to_numpy()[pos], c.ratio, spec,
-                                          rng_for(seed, "subset", c.pool, c.ratio))
+                keep = group_ratio_subset(
+                    meta["g"].to_numpy()[pos], c.ratio, spec, rng_for(seed, "subset", c.pool, c.ratio)
+                )
                 subset = tmp / f"{c.pool}_ratio{c.ratio}.csv"
                 write_csv(subset, pd.DataFrame({"idx": meta["idx"].to_numpy()[pos[keep]]}))
             t0, c0 = time.perf_counter(), time.process_time()
-            run_erm_job(dataset=name, metadata=str(meta_path), split=str(split), inputs=str(inputs),
-                        subset=None if subset is None else str(subset), pretrained=str(backbone), cell=cell,
-                        seed=seed, params=cell_params(cell, erm, config), outdir=str(tmp / "erm" / cell))
+            run_erm_job(
+                dataset=name,
+                metadata=str(meta_path),
+                split=str(split),
+                inputs=str(inputs),
+                subset=None if subset is None else str(subset),
+                pretrained=str(backbone),
+                cell=cell,
+                seed=seed,
+                params=cell_params(cell, erm, config),
+                outdir=str(tmp / "erm" / cell),
+            )
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             total_wall += wall
             total_cpu += cpu
             n = json.loads((tmp / "erm" / cell / "metrics.json").read_text())["n_train"]
             print(f"{name} seed={seed} {cell:28s} n_train={n:5d} {wall:5.2f}s wall {cpu:5.2f}s cpu", flush=True)
         k = len(CELLS)
-        print(f"{name} seed={seed} ALL {k} cells: {total_wall:.1f}s wall {total_cpu:.1f}s cpu, "
-              f"mean {total_wall / k:.2f}s wall {total_cpu / k:.2f}s cpu per ERM job", flush=True)
+        print(
+            f"{name} seed={seed} ALL {k} cells: {total_wall:.1f}s wall {total_cpu:.1f}s cpu, "
+            f"mean {total_wall / k:.2f}s wall {total_cpu / k:.2f}s cpu per ERM job",
+            flush=True,
+        )
 
 
 def run(name: str, knob: float | None, seed: int, config: Path, a) -> dict:
@@ -289,8 +347,13 @@ def run(name: str, knob: float | None, seed: int, config: Path, a) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dataset", choices=STANDINS)
-    ap.add_argument("--knob", type=float, nargs="+", default=[None],
-                    help="core_contrast (images) or core_noise (text) values to try (default: the config's)")
+    ap.add_argument(
+        "--knob",
+        type=float,
+        nargs="+",
+        default=[None],
+        help="core_contrast (images) or core_noise (text) values to try (default: the config's)",
+    )
     ap.add_argument("--epochs", type=int, default=None, help="ERM epochs (default: the config's)")
     ap.add_argument("--lr", type=float, default=None, help="ERM lr (default: the config's)")
     ap.add_argument("--batch-size", type=int, default=None, help="ERM batch size (default: the config's)")
@@ -298,15 +361,23 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1, help="workflow seed: held-out split and ERM")
     ap.add_argument("--data-seed", type=int, default=None, help="generator seed (default: the config's)")
     ap.add_argument("--image-size", type=int, default=None, help="images only: side in pixels")
-    ap.add_argument("--weak-fidelity", type=float, default=None,
-                    help="text only: override llr.data.synthetic_text.WEAK_FIDELITY (how often a weak key hints at its class)")
+    ap.add_argument(
+        "--weak-fidelity",
+        type=float,
+        default=None,
+        help="text only: override llr.data.synthetic_text.WEAK_FIDELITY (how often a weak key hints at its class)",
+    )
     ap.add_argument("--config", type=Path, default=ROOT / "config.yaml")
     ap.add_argument("--json", action="store_true", help="also print each result as one JSON line")
-    ap.add_argument("--all-cells", action="store_true",
-                    help="instead: time every ERM cell of one seed of the default `all` (no calibration numbers)")
+    ap.add_argument(
+        "--all-cells",
+        action="store_true",
+        help="instead: time every ERM cell of one seed of the default `all` (no calibration numbers)",
+    )
     a = ap.parse_args()
-    if a.weak_fidelity is not None and (a.dataset not in ("synth_civilcomments", "synth_multinli")
-                                        or not 0.0 <= a.weak_fidelity <= 1.0):
+    if a.weak_fidelity is not None and (
+        a.dataset not in ("synth_civilcomments", "synth_multinli") or not 0.0 <= a.weak_fidelity <= 1.0
+    ):
         ap.error("--weak-fidelity takes a number in [0, 1] and applies to the text stand-ins only")
     import torch
 
@@ -317,13 +388,16 @@ def main() -> None:
     for k in a.knob:
         r = run(a.dataset, k, a.seed, a.config, a)
         ok = all(r["criteria"].values())
-        print(f"{r['dataset']} seed={r['seed']} knob={k if k is not None else 'config'}: "
-              f"natural mean={r['natural_mean']:.3f} wga={r['natural_wga']:.3f} {r['natural_groups']} | "
-              f"balanced wga={r['balanced_wga']:.3f} {r['balanced_groups']} | "
-              f"probe wga={r['probe_wga']:.3f} {r['probe_groups']} | "
-              f"ERM job {r['natural_erm_seconds']:.1f}s wall {r['natural_erm_cpu']:.1f}s cpu "
-              f"(n={r['natural_n_train']}), pretrain {r['pretrain_seconds']:.0f}s | "
-              f"{'PASS' if ok else 'FAIL ' + ','.join(c for c, v in r['criteria'].items() if not v)}", flush=True)
+        print(
+            f"{r['dataset']} seed={r['seed']} knob={k if k is not None else 'config'}: "
+            f"natural mean={r['natural_mean']:.3f} wga={r['natural_wga']:.3f} {r['natural_groups']} | "
+            f"balanced wga={r['balanced_wga']:.3f} {r['balanced_groups']} | "
+            f"probe wga={r['probe_wga']:.3f} {r['probe_groups']} | "
+            f"ERM job {r['natural_erm_seconds']:.1f}s wall {r['natural_erm_cpu']:.1f}s cpu "
+            f"(n={r['natural_n_train']}), pretrain {r['pretrain_seconds']:.0f}s | "
+            f"{'PASS' if ok else 'FAIL ' + ','.join(c for c, v in r['criteria'].items() if not v)}",
+            flush=True,
+        )
         if a.json:
             print(json.dumps(r), flush=True)
 

@@ -15,20 +15,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from llr.models.factory import build_model
 from llr.train.balancing import balance
-from llr.models.resnet import build_model
 from llr.train.erm import TrainConfig, _to, make_optimizer, train
 
 
 def make(name: str, n: int):
     """(inputs, labels, model kwargs, n_classes) of a synthetic benchmark."""
     if name == "synth_waterbirds":
-        from llr.data.synthetic_images import ImageInputs, pretrain_images
+        from llr.data.inputs import ImageInputs
+        from llr.data.synthetic_images import pretrain_images
 
         images, g = pretrain_images(0, n // 4, size=24)
         return ImageInputs(images), g // 2, {}, 2, "resnet18-small"
     from llr.data.registry import get_spec
-    from llr.data.synthetic_text import pretrain_inputs
+    from llr.data.synthetic_text_tokens import pretrain_inputs
 
     inputs, g, kw = pretrain_inputs(get_spec("synth_multinli"), {}, 0, n // 6)
     return inputs, g // 2, kw, 3, "bert-tiny-synth"
@@ -37,8 +38,13 @@ def make(name: str, n: int):
 def ceiling(model, inputs, y, cfg: TrainConfig, device, steps: int) -> float:
     """Samples/s of forward+backward+step on batches prepared in advance."""
     bs = cfg.batch_size
-    batches = [(_to(inputs.batch(np.arange(i * bs, (i + 1) * bs) % inputs.n, False), device),
-                torch.as_tensor(y[np.arange(i * bs, (i + 1) * bs) % len(y)]).to(device)) for i in range(steps)]
+    batches = [
+        (
+            _to(inputs.batch(np.arange(i * bs, (i + 1) * bs) % inputs.n, False), device),
+            torch.as_tensor(y[np.arange(i * bs, (i + 1) * bs) % len(y)]).to(device),
+        )
+        for i in range(steps)
+    ]
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     model.train()
 
@@ -75,11 +81,11 @@ def main() -> None:
             torch.manual_seed(0)
             model = build_model(arch, k, **kw).to(device)
             pool = np.arange(len(y))
-            train(model, inputs, y, y, pool[:128], balance(y[:128], "none", None), cfg, seed=0,
-                  n_groups=k, progress=False)  # warm-up
+            train(
+                model, inputs, y, y, pool[:128], balance(y[:128], "none", None), cfg, seed=0, n_groups=k, progress=False
+            )  # warm-up
             t = time.perf_counter()
-            res = train(model, inputs, y, y, pool, balance(y, "none", None), cfg, seed=0, n_groups=k,
-                        progress=False)
+            train(model, inputs, y, y, pool, balance(y, "none", None), cfg, seed=0, n_groups=k, progress=False)
             pipe = len(pool) / (time.perf_counter() - t)
             ceil = ceiling(model, inputs, y, cfg, device, steps=max(8, len(pool) // cfg.batch_size // 2))
             print(f"{name:18s} {dev:6s} {pipe:11.0f} {ceil:10.0f} {pipe / ceil:6.2f}", flush=True)

@@ -57,14 +57,60 @@ def model_specs(cpu: bool) -> list[dict]:
     Data-loader workers and threads follow workflow/configs/paper.yaml on a GPU."""
     paper = _paper_settings()
     if cpu:
-        return [dict(name="resnet18", kind="image", arch="resnet18", cache=40, crop=32, n=128, unit="img/s",
-                     lr=1e-5, schedule="cosine", num_workers=0, threads=1),
-                dict(name="bert-2layer", kind="text", arch="bert-tiny", seq=32, n=128, unit="seq/s",
-                     lr=1e-5, schedule="linear", num_workers=0, threads=1)]
-    return [dict(name="resnet50", kind="image", arch="resnet50", cache=256, crop=224, n=1024, unit="img/s",
-                 lr=1e-5, schedule="cosine", num_workers=paper["image_workers"], threads=paper["threads"]),
-            dict(name="bert-base", kind="text", arch="bert-base-uncased", seq=128, n=2048, unit="seq/s",
-                 lr=1e-5, schedule="linear", num_workers=paper["text_workers"], threads=paper["threads"])]
+        return [
+            dict(
+                name="resnet18",
+                kind="image",
+                arch="resnet18",
+                cache=40,
+                crop=32,
+                n=128,
+                unit="img/s",
+                lr=1e-5,
+                schedule="cosine",
+                num_workers=0,
+                threads=1,
+            ),
+            dict(
+                name="bert-2layer",
+                kind="text",
+                arch="bert-tiny",
+                seq=32,
+                n=128,
+                unit="seq/s",
+                lr=1e-5,
+                schedule="linear",
+                num_workers=0,
+                threads=1,
+            ),
+        ]
+    return [
+        dict(
+            name="resnet50",
+            kind="image",
+            arch="resnet50",
+            cache=256,
+            crop=224,
+            n=1024,
+            unit="img/s",
+            lr=1e-5,
+            schedule="cosine",
+            num_workers=paper["image_workers"],
+            threads=paper["threads"],
+        ),
+        dict(
+            name="bert-base",
+            kind="text",
+            arch="bert-base-uncased",
+            seq=128,
+            n=2048,
+            unit="seq/s",
+            lr=1e-5,
+            schedule="linear",
+            num_workers=paper["text_workers"],
+            threads=paper["threads"],
+        ),
+    ]
 
 
 def _paper_settings() -> dict:
@@ -124,10 +170,9 @@ def worker(spec_path: str) -> None:
     import torch
     import torch.nn.functional as F
 
+    from llr.data.inputs import ImageInputs, TextInputs
+    from llr.models.factory import build_model
     from llr.train.balancing import balance
-    from llr.data.synthetic_images import ImageInputs
-    from llr.models.resnet import build_model
-    from llr.data.synthetic_text import TextInputs
     from llr.train.erm import TrainConfig, _to, make_optimizer, train
 
     device = torch.device(job["device"])
@@ -144,14 +189,31 @@ def worker(spec_path: str) -> None:
         torch.manual_seed(job["rank"])
         model = build_model(s["arch"], 2)
         bs = job["batch_size"]
-        cfg = TrainConfig(epochs=1, lr=s["lr"], batch_size=bs, schedule=s["schedule"], device=job["device"],
-                          num_workers=s["num_workers"], checkpoint_every=0)
+        cfg = TrainConfig(
+            epochs=1,
+            lr=s["lr"],
+            batch_size=bs,
+            schedule=s["schedule"],
+            device=job["device"],
+            num_workers=s["num_workers"],
+            checkpoint_every=0,
+        )
 
         def run_pipeline(steps: int) -> tuple[float, float]:
             pool = np.arange(steps * bs) % len(y)
             t0 = time.time()
-            train(model, inputs, y, y, pool, balance(y[pool], "none", None), cfg, seed=job["rank"], n_groups=2,
-                  progress=False)  # returns after reading the epoch's loss: the device is done
+            train(
+                model,
+                inputs,
+                y,
+                y,
+                pool,
+                balance(y[pool], "none", None),
+                cfg,
+                seed=job["rank"],
+                n_groups=2,
+                progress=False,
+            )  # returns after reading the epoch's loss: the device is done
             return t0, time.time()
 
         def make_batches() -> list:
@@ -207,9 +269,13 @@ def worker(spec_path: str) -> None:
             steps["ceiling"] = calibrate(run_ceiling, batches)
         _barrier(barrier, f"{s['name']}.ceiling", job["rank"], job["k"], job["timeout"])
         c0, c1 = run_ceiling(steps["ceiling"], batches)
-        out["models"][s["name"]] = {"steps": steps, "pipeline": [p0, p1, steps["pipeline"] * bs],
-                                    "ceiling": [c0, c1, steps["ceiling"] * bs], "peak_bytes": peak}
-        del model, batches
+        out["models"][s["name"]] = {
+            "steps": steps,
+            "pipeline": [p0, p1, steps["pipeline"] * bs],
+            "ceiling": [c0, c1, steps["ceiling"] * bs],
+            "peak_bytes": peak,
+        }
+        model = batches = None  # free the device memory before the next model
         if cuda:
             torch.cuda.empty_cache()
     Path(job["out"]).write_text(json.dumps(out))
@@ -222,19 +288,44 @@ def run_round(k: int, specs: list[dict], args, work: Path, env: dict, steps: dic
     rd = work / f"jobs{k}"
     (rd / "barrier").mkdir(parents=True)
     # Later rounds split the one-job step counts among the k jobs (same total work).
-    models = [dict(s, steps=None if steps is None else {ph: max(args.min_steps, -(-n // k))
-                                                          for ph, n in steps[s["name"]].items()})
-              for s in specs]
+    models = [
+        dict(
+            s,
+            steps=None
+            if steps is None
+            else {ph: max(args.min_steps, -(-n // k)) for ph, n in steps[s["name"]].items()},
+        )
+        for s in specs
+    ]
     procs = []
     for rank in range(k):
-        job = {"rank": rank, "k": k, "device": args.device, "barrier": str(rd / "barrier"), "models": models,
-               "batch_size": args.batch_size, "seconds": args.seconds, "warmup_steps": args.warmup_steps,
-               "min_steps": args.min_steps, "max_steps": args.max_steps, "timeout": args.job_timeout,
-               "out": str(rd / f"job{rank}.json")}
+        job = {
+            "rank": rank,
+            "k": k,
+            "device": args.device,
+            "barrier": str(rd / "barrier"),
+            "models": models,
+            "batch_size": args.batch_size,
+            "seconds": args.seconds,
+            "warmup_steps": args.warmup_steps,
+            "min_steps": args.min_steps,
+            "max_steps": args.max_steps,
+            "timeout": args.job_timeout,
+            "out": str(rd / f"job{rank}.json"),
+        }
         (rd / f"job{rank}.spec.json").write_text(json.dumps(job))
         log = open(rd / f"job{rank}.log", "w")
-        procs.append((subprocess.Popen([sys.executable, __file__, "--worker", str(rd / f"job{rank}.spec.json")],
-                                       env=env, stdout=log, stderr=subprocess.STDOUT), log))
+        procs.append(
+            (
+                subprocess.Popen(
+                    [sys.executable, __file__, "--worker", str(rd / f"job{rank}.spec.json")],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ),
+                log,
+            )
+        )
     failed = None
     deadline = time.monotonic() + args.job_timeout
     while any(p.poll() is None for p, _ in procs):
@@ -254,8 +345,10 @@ def run_round(k: int, specs: list[dict], args, work: Path, env: dict, steps: dic
     if failed is not None:
         logf = rd / f"job{failed}.log"
         tail = "\n".join(logf.read_text(errors="replace").splitlines()[-15:])
-        raise RuntimeError(f"{k} job(s) sharing the device: job {failed} failed "
-                           f"(exit {procs[failed][0].returncode}); look at {logf}:\n{tail}")
+        raise RuntimeError(
+            f"{k} job(s) sharing the device: job {failed} failed "
+            f"(exit {procs[failed][0].returncode}); look at {logf}:\n{tail}"
+        )
     jobs = [json.loads((rd / f"job{r}.json").read_text()) for r in range(k)]
     claims = [tuple(j["claim"]) if j["claim"] else None for j in jobs]
     res = {"claims": claims, "models": {}}
@@ -282,11 +375,21 @@ def format_table(specs: list[dict], rounds: dict[int, dict]) -> str:
             m = rounds[k]["models"][s["name"]]
             size = f"{s['crop']}px" if s["kind"] == "image" else f"{s['seq']}tok"
             peak = "n/a" if m["peak_mib"] is None else f"{m['peak_mib']:.0f}"
-            rows.append((s["name"], size, str(k), s["unit"], f"{m['pipeline']:.1f}", f"{m['ceiling']:.1f}",
-                         f"{m['pipeline'] / m['ceiling']:.2f}", f"{m['pipeline'] / one['pipeline']:.2f}", peak))
+            rows.append(
+                (
+                    s["name"],
+                    size,
+                    str(k),
+                    s["unit"],
+                    f"{m['pipeline']:.1f}",
+                    f"{m['ceiling']:.1f}",
+                    f"{m['pipeline'] / m['ceiling']:.2f}",
+                    f"{m['pipeline'] / one['pipeline']:.2f}",
+                    peak,
+                )
+            )
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in rows]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -344,35 +447,67 @@ def compare_runs(cpu_dir: Path, gpu_dir: Path) -> list[str]:
         elif f.suffix == ".csv":
             x, y = pd.read_csv(a), pd.read_csv(b)
             if list(x.columns) != list(y.columns) or len(x) != len(y):
-                problems.append(f"{f}: CPU {len(x)} rows {list(x.columns)[:8]}, GPU {len(y)} rows "
-                                f"{list(y.columns)[:8]}")
+                problems.append(
+                    f"{f}: CPU {len(x)} rows {list(x.columns)[:8]}, GPU {len(y)} rows {list(y.columns)[:8]}"
+                )
     return problems
 
 
-def workflow_check(work: Path, env: dict, cores: int, timeout: float,
-                   simulate: bool = False) -> tuple[str, list[str]]:
+def workflow_check(work: Path, env: dict, cores: int, timeout: float, simulate: bool = False) -> tuple[str, list[str]]:
     """The tiny fig4 chain for one dataset on the CPU and on ``cuda`` (the
     local-gpu profile, two jobs per GPU), at the same time; compare shapes.
     ``simulate``: the second run on the CPU too, its training jobs claiming
     slots of a simulated GPU (LLR_GPUS=1), to check this step without one."""
     # The target first: --configfile and --config take every word after them.
-    base = [sys.executable, "-m", "snakemake", WORKFLOW_TARGET, "-s", str(REPO / "Snakefile"), "--configfile",
-            str(TINY_CONFIG)]
+    base = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        WORKFLOW_TARGET,
+        "-s",
+        str(REPO / "Snakefile"),
+        "--configfile",
+        str(TINY_CONFIG),
+    ]
     half = str(max(cores // 2, 1))
     shared = {"LLR_JOBS_PER_GPU": "2", "LLR_GPU_LOCK_DIR": str(work / "workflow-locks")}
-    runs = {"cpu": (["--cores", half, "--config", f"datasets=[{WORKFLOW_DATASET}]", "device=cpu"], {}),
-            "gpu": (["--profile", str(REPO / "profiles" / "local-gpu"), "--retries", "0", "--cores", half,
-                     "--config", f"datasets=[{WORKFLOW_DATASET}]", "device=cuda"], shared)}
+    runs = {
+        "cpu": (["--cores", half, "--config", f"datasets=[{WORKFLOW_DATASET}]", "device=cpu"], {}),
+        "gpu": (
+            [
+                "--profile",
+                str(REPO / "profiles" / "local-gpu"),
+                "--retries",
+                "0",
+                "--cores",
+                half,
+                "--config",
+                f"datasets=[{WORKFLOW_DATASET}]",
+                "device=cuda",
+            ],
+            shared,
+        ),
+    }
     if simulate:
-        runs["gpu"] = (["--cores", half, "--resources", "gpu=2", "--config", f"datasets=[{WORKFLOW_DATASET}]",
-                        "device=cpu"], {**shared, "LLR_GPUS": "1"})
+        runs["gpu"] = (
+            ["--cores", half, "--resources", "gpu=2", "--config", f"datasets=[{WORKFLOW_DATASET}]", "device=cpu"],
+            {**shared, "LLR_GPUS": "1"},
+        )
     procs = {}
     for name, (extra, more_env) in runs.items():
         d = work / f"workflow-{name}"
         d.mkdir()
         log = open(work / f"workflow-{name}.log", "w")
-        procs[name] = (subprocess.Popen(base + ["--directory", str(d)] + extra, cwd=d, env={**env, **more_env},
-                                        stdout=log, stderr=subprocess.STDOUT), log)
+        procs[name] = (
+            subprocess.Popen(
+                base + ["--directory", str(d)] + extra,
+                cwd=d,
+                env={**env, **more_env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            ),
+            log,
+        )
     problems = []
     t0 = time.monotonic()
     for name, (p, log) in procs.items():
@@ -384,8 +519,10 @@ def workflow_check(work: Path, env: dict, cores: int, timeout: float,
             problems.append(f"workflow on {name} took over {timeout:.0f}s; look at {work / f'workflow-{name}.log'}")
         log.close()
         if p.returncode not in (0, None) and not problems:
-            problems.append(f"workflow on {name} failed (exit {p.returncode}); look at "
-                            f"{work / f'workflow-{name}.log'} and workflow-{name}/logs/tiny/")
+            problems.append(
+                f"workflow on {name} failed (exit {p.returncode}); look at "
+                f"{work / f'workflow-{name}.log'} and workflow-{name}/logs/tiny/"
+            )
     if problems:
         return "failed", problems
     res = {n: work / f"workflow-{n}" / "results" for n in runs}
@@ -398,8 +535,11 @@ def workflow_check(work: Path, env: dict, cores: int, timeout: float,
             problems.append(f"{f}: the ERM job claimed no GPU")
     n_emb = len(list(res["gpu"].rglob("embeddings.npy")))
     n_metrics = len(list(res["gpu"].rglob("metrics.json")))
-    return (f"{n_emb} ERM embeddings and {n_metrics} metrics.json files, same shapes and keys as on the CPU"
-            if not problems else "failed"), problems
+    return (
+        f"{n_emb} ERM embeddings and {n_metrics} metrics.json files, same shapes and keys as on the CPU"
+        if not problems
+        else "failed"
+    ), problems
 
 
 # ---------------------------------------------------------------- main
@@ -411,8 +551,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=6.0, help="target length of each timed phase, one job")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--no-workflow", action="store_true", help="skip the workflow step")
-    ap.add_argument("--workflow", action="store_true",
-                    help="with --cpu: run the workflow step too, against a simulated GPU (a few minutes)")
+    ap.add_argument(
+        "--workflow",
+        action="store_true",
+        help="with --cpu: run the workflow step too, against a simulated GPU (a few minutes)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (printed)")
     a = ap.parse_args(argv)
     if a.worker:
@@ -442,8 +585,10 @@ def main(argv: list[str] | None = None) -> int:
 
         devices = visible_devices()
         if not devices:
-            print("gpu_check: no GPU found (nvidia-smi -L, CUDA_VISIBLE_DEVICES); run with --cpu for the dry "
-                  "mode", file=sys.stderr)
+            print(
+                "gpu_check: no GPU found (nvidia-smi -L, CUDA_VISIBLE_DEVICES); run with --cpu for the dry mode",
+                file=sys.stderr,
+            )
             return 2
         env["CUDA_VISIBLE_DEVICES"] = devices[0]  # every job on the same device
     problems: list[str] = []
@@ -471,8 +616,10 @@ def main(argv: list[str] | None = None) -> int:
         print()
         if rounds:
             print(format_table(specs, rounds))
-        print(f"\nworkflow ({WORKFLOW_TARGET}, {WORKFLOW_DATASET}, {'simulated GPU' if a.cpu else 'cuda'} vs cpu): "
-              f"{wf_status}")
+        print(
+            f"\nworkflow ({WORKFLOW_TARGET}, {WORKFLOW_DATASET}, {'simulated GPU' if a.cpu else 'cuda'} vs cpu): "
+            f"{wf_status}"
+        )
         print(f"elapsed {time.monotonic() - t_start:.0f}s")
         for p in problems:
             print(f"gpu_check: FAILED: {p}", file=sys.stderr)

@@ -1,11 +1,11 @@
 """Speed of last-layer retraining on cached embeddings versus through the
 frozen backbone (docs/design.md, "Deviations": LLR input). A script, not a test: prints numbers.
 
-(a) the LLR fit on cached embeddings with ``llr.lastlayer.methods.fit_softmax``
+(a) the LLR fit on cached embeddings with ``llr.lastlayer.fit.fit_softmax``
     (NumPy; ``--device cuda`` for torch on a GPU);
 (b) the same fit (same data, epochs, batch 32, SGD lr 1e-2) as the authors ran
     it: every step forwards the image batch through the frozen eval-mode
-    backbone (``llr.models.resnet.build_model``), then trains only the head with
+    backbone (``llr.models.factory.build_model``), then trains only the head with
     ``torch.optim.SGD`` (``--augment`` adds their RandomResizedCrop + flip);
 (c) AFR's grid: fits per second with ``fit_softmax_batched`` (one tensor
     program for the whole gamma x lambda grid) versus one fit at a time.
@@ -39,8 +39,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from llr.lastlayer.methods import fit_softmax, fit_softmax_batched
-    from llr.models.resnet import build_model
+    from llr.lastlayer.fit import fit_softmax, fit_softmax_batched
+    from llr.models.factory import build_model
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -52,7 +52,8 @@ def main() -> None:
     g = rng.integers(0, 4, size=n)
     y = g // 2
     try:
-        from llr.data.synthetic_images import ImageInputs, render
+        from llr.data.inputs import ImageInputs
+        from llr.data.synthetic_images import render
 
         inputs = ImageInputs(render(y, g % 2, rng, size=args.size))
         source = f"llr.data.synthetic_images synthetic Waterbirds-like images, {args.size}x{args.size}"
@@ -69,8 +70,9 @@ def main() -> None:
     # ---- one-time feature pass (what the features node does once per ERM cell)
     t0 = time.perf_counter()
     with torch.no_grad():
-        emb = torch.cat([model.embed(batch(np.arange(s, min(s + 256, n)), False).to(dev)).float().cpu()
-                         for s in range(0, n, 256)])
+        emb = torch.cat(
+            [model.embed(batch(np.arange(s, min(s + 256, n)), False).to(dev)).float().cpu() for s in range(0, n, 256)]
+        )
     t_embed = time.perf_counter() - t0
     E = emb.numpy().astype(np.float16)  # as cached on disk
     d = E.shape[1]
@@ -89,7 +91,7 @@ def main() -> None:
     for _ in range(epochs):
         order = order_rng.permutation(n)
         for s in range(0, n, bs):
-            idx = np.sort(order[s:s + bs])
+            idx = np.sort(order[s : s + bs])
             x = batch(idx, args.augment).to(dev, non_blocking=True)
             with torch.no_grad():
                 z = model.embed(x)
@@ -106,8 +108,16 @@ def main() -> None:
     lw = rng.uniform(0.1, 2.0, size=(F, n))
     lw /= lw.mean(axis=1, keepdims=True)
     lam = np.resize([0.0, 0.1, 0.2, 0.3], F)
-    kw = dict(n_classes=2, epochs=args.afr_epochs, lr=1e-2, max_grad_norm=1.0,
-              init=(res.W, res.b), anchor=(res.W, res.b), seed=0, device=args.device)
+    kw = dict(
+        n_classes=2,
+        epochs=args.afr_epochs,
+        lr=1e-2,
+        max_grad_norm=1.0,
+        init=(res.W, res.b),
+        anchor=(res.W, res.b),
+        seed=0,
+        device=args.device,
+    )
     t0 = time.perf_counter()
     fit_softmax_batched(E, y, loss_weights=lw, anchor_lambda=lam, **kw)
     t_grid = time.perf_counter() - t0

@@ -1,4 +1,4 @@
-"""Tests of llr.analysis.nc1: NC1, margins, the linear SVM (scikit-learn), the
+"""Tests of llr.analysis (nc1, margins, svm): NC1, margins, the linear SVM (scikit-learn), the
 directional error and the Figure 3 / Table 1 drivers, against brute force,
 closed forms and scipy's SLSQP on small data."""
 
@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llr.analysis.nc1 import (OVER, SVM_C, check_margin_constraints, directional_error, group_margins,
-                          kesler, linear_svm, margin_correlation, margin_records, margins, nc1,
-                          svm_convergence)
+from llr.analysis.margins import OVER, group_margins, margin_correlation, margin_records, margins
+from llr.analysis.nc1 import nc1
+from llr.analysis.svm import SVM_C, check_margin_constraints, directional_error, kesler, linear_svm, svm_convergence
 from llr.errors import LLRError
-
 
 # --------------------------------------------------------------------------
 # NC1
 # --------------------------------------------------------------------------
+
 
 def _nc1_brute(H, y, K, ridge=0.0, global_mean="class_means"):
     """The paper's section 2.1 with d x d matrices and numpy's pinv."""
@@ -45,7 +45,8 @@ def test_nc1_matches_brute_force(N, d, K, global_mean):
     assert nc1(H, y, K, global_mean=global_mean, chunk_rows=7) == pytest.approx(ref, rel=1e-8)
     # the authors' ridge variant (exps/collapse.py, eps = 1e-3)
     assert nc1(H, y, K, global_mean=global_mean, ridge=1e-3) == pytest.approx(
-        _nc1_brute(H, y, K, 1e-3, global_mean), rel=1e-8)
+        _nc1_brute(H, y, K, 1e-3, global_mean), rel=1e-8
+    )
 
 
 @pytest.mark.parametrize("K", [2, 3, 5])
@@ -59,7 +60,7 @@ def test_nc1_global_mean_is_mean_of_class_means(K):
     d = 12
     H = rng.normal(size=(y.size, d)) + 2 * rng.normal(size=(K, d))[y]
     mu = np.stack([H[y == k].mean(0) for k in range(K)])
-    assert np.linalg.norm(mu.mean(0) - H.mean(0)) > 0.3   # the two global means differ
+    assert np.linalg.norm(mu.mean(0) - H.mean(0)) > 0.3  # the two global means differ
     paper, old = nc1(H, y, K), nc1(H, y, K, global_mean="all")
     assert paper == pytest.approx(_nc1_brute(H, y, K), rel=1e-8)
     assert old == pytest.approx(_nc1_brute(H, y, K, global_mean="all"), rel=1e-8)
@@ -101,8 +102,7 @@ def test_nc1_exact_values_and_float16_memmap(tmp_path):
     path = tmp_path / "h.npy"
     np.save(path, H)
     mm = np.load(path, mmap_mode="r")
-    assert nc1(mm, y, 3, chunk_rows=64) == pytest.approx(_nc1_brute(H.astype(np.float64), y, 3),
-                                                         rel=1e-8)
+    assert nc1(mm, y, 3, chunk_rows=64) == pytest.approx(_nc1_brute(H.astype(np.float64), y, 3), rel=1e-8)
 
 
 def test_nc1_errors():
@@ -120,6 +120,7 @@ def test_nc1_errors():
 # --------------------------------------------------------------------------
 # Margins
 # --------------------------------------------------------------------------
+
 
 def _margins_brute(W, b, X, y):
     K = W.shape[0]
@@ -170,7 +171,7 @@ def test_group_margins_against_loop():
 
 def test_group_min_margin_nan_without_correct_points():
     X = np.array([[1.0], [2.0], [-1.0]])
-    y = np.array([0, 1, 1])        # theta = (1,): point 0 misclassified (margin -1)
+    y = np.array([0, 1, 1])  # theta = (1,): point 0 misclassified (margin -1)
     g = np.array([0, 1, 1])
     df = group_margins(np.array([[-0.5], [0.5]]), None, X, y, g, 2)
     assert np.isnan(df.min_margin[0]) and df.avg_margin[0] == pytest.approx(-1.0)
@@ -180,6 +181,7 @@ def test_group_min_margin_nan_without_correct_points():
 # --------------------------------------------------------------------------
 # Linear SVM (scikit-learn LinearSVC, C = 1e5)
 # --------------------------------------------------------------------------
+
 
 def _separable(rng, N, d, K, gap=0.1):
     X = rng.normal(size=(N, d))
@@ -225,8 +227,7 @@ def test_linear_svm_reaches_analytic_hard_margin_multiclass():
     np.testing.assert_allclose(fit.W, 2 / 3 * U, atol=1e-4)
     assert fit.min_constraint == pytest.approx(1.0, abs=1e-4)
     # its minimum margin is the largest attainable, 1 / (sqrt(2) ||W*||_F)
-    assert margins(fit.W, None, X, y).min() == pytest.approx(1 / (np.sqrt(2) * np.linalg.norm(2 / 3 * U)),
-                                                            rel=1e-4)
+    assert margins(fit.W, None, X, y).min() == pytest.approx(1 / (np.sqrt(2) * np.linalg.norm(2 / 3 * U)), rel=1e-4)
 
 
 def _ldp_hard_margin(X, y, K):
@@ -235,8 +236,9 @@ def _ldp_hard_margin(X, y, K):
     E = [G^T; h^T], f = e_last; then w = -r[:-1] / r[-1], r = E u - f), G the
     constraint rows (Kesler) and h = 1."""
     from scipy.optimize import nnls
+
     Z, s = kesler(X, y, K)
-    G = Z * s[:, None]                                     # undo the alternating signs
+    G = Z * s[:, None]  # undo the alternating signs
     E = np.vstack([G.T, np.ones(len(G))])
     f = np.zeros(E.shape[0])
     f[-1] = 1.0
@@ -250,14 +252,14 @@ def test_linear_svm_matches_exact_hard_margin(K, seed):
     rng = np.random.default_rng(seed)
     X, y = _separable(rng, 60, 4, K, gap=0.4)
     fit = linear_svm(X, y, K)
-    ref = _ldp_hard_margin(X, y, K)   # for K = 2 also [-theta/2, theta/2]
+    ref = _ldp_hard_margin(X, y, K)  # for K = 2 also [-theta/2, theta/2]
     assert check_margin_constraints(ref, X, y) == pytest.approx(1.0, abs=1e-9)
     assert fit.separable and fit.converged
     # C = 1e5 reaches the hard margin to ~1e-5 (measured 2e-5, 7e-6, 4e-6)
     assert directional_error(fit.W, ref) < 1e-4
     np.testing.assert_allclose(fit.W, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
     assert fit.min_constraint == pytest.approx(1.0, abs=1e-4)
-    np.testing.assert_allclose(fit.W.sum(0), 0, atol=1e-8)   # the multiclass SVM is centered
+    np.testing.assert_allclose(fit.W.sum(0), 0, atol=1e-8)  # the multiclass SVM is centered
 
 
 def test_kesler_rows_are_the_margin_constraints():
@@ -294,6 +296,7 @@ def test_linear_svm_non_separable_completes():
 # Directional error
 # --------------------------------------------------------------------------
 
+
 def test_directional_error_hand_computed():
     # binary: theta = W[1] - W[0]
     W = np.array([[0.0, 0.0], [1.0, 0.0]])
@@ -323,6 +326,7 @@ def test_directional_error_hand_computed():
 # Drivers
 # --------------------------------------------------------------------------
 
+
 @dataclass
 class _Fit:
     W: np.ndarray
@@ -330,10 +334,9 @@ class _Fit:
     history: dict = field(default_factory=dict)
 
 
-def _gd_fit(X, y, *, n_classes, epochs, batch_size=32, lr=1e-2, seed=0,
-            checkpoint_epochs=(), device="cpu", **_):
+def _gd_fit(X, y, *, n_classes, epochs, batch_size=32, lr=1e-2, seed=0, checkpoint_epochs=(), device="cpu", **_):
     """Full-batch gradient descent on the softmax cross-entropy (stand-in for
-    llr.lastlayer.methods.fit_softmax), 20 steps per epoch."""
+    llr.lastlayer.fit.fit_softmax), 20 steps per epoch."""
     X = np.asarray(X, dtype=np.float64)
     rng = np.random.default_rng(seed)
     W = rng.normal(scale=0.01, size=(n_classes, X.shape[1]))
@@ -366,8 +369,7 @@ def test_svm_convergence_records_every_epoch():
     # each value is the directional error of that epoch's W to the SVM on the
     # (upcast) held-out features; the bias is not part of the direction
     W_svm = linear_svm(X16.astype(np.float64), y, 2).W
-    hist = _gd_fit(X16, y, n_classes=2, epochs=30, lr=1.0, seed=0,
-                   checkpoint_epochs=range(1, 31)).history
+    hist = _gd_fit(X16, y, n_classes=2, epochs=30, lr=1.0, seed=0, checkpoint_epochs=range(1, 31)).history
     ref = [directional_error(hist[e][0], W_svm) for e in range(1, 31)]
     np.testing.assert_allclose(df.directional_error, ref, rtol=1e-6)
     assert ref[-1] < 0.3
@@ -391,12 +393,29 @@ def test_svm_convergence_non_separable_writes_separable_false(tmp_path, capsys):
     meta["g"] = 2 * meta.y + meta.s
     meta.to_csv(tmp_path / "meta.csv", index=False)
     pd.DataFrame({"idx": np.arange(n), "role": ["heldout"] * 200 + ["test"] * 100}).to_csv(
-        tmp_path / "split.csv", index=False)
+        tmp_path / "split.csv", index=False
+    )
     np.save(tmp_path / "emb.npy", X.astype(np.float16))
     out = tmp_path / "svm.csv"
-    rc = main(["svm", "--dataset", "synth_waterbirds", "--embeddings", str(tmp_path / "emb.npy"),
-               "--metadata", str(tmp_path / "meta.csv"), "--split", str(tmp_path / "split.csv"),
-               "--epochs", "2", "--seed", "0", "--out", str(out)])
+    rc = main(
+        [
+            "svm",
+            "--dataset",
+            "synth_waterbirds",
+            "--embeddings",
+            str(tmp_path / "emb.npy"),
+            "--metadata",
+            str(tmp_path / "meta.csv"),
+            "--split",
+            str(tmp_path / "split.csv"),
+            "--epochs",
+            "2",
+            "--seed",
+            "0",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     assert "svm: 200 held-out points, separable=False" in capsys.readouterr().out
     got = pd.read_csv(out)
@@ -406,7 +425,7 @@ def test_svm_convergence_non_separable_writes_separable_false(tmp_path, capsys):
 
 
 def test_svm_convergence_with_lastlayer_fit():
-    pytest.importorskip("llr.lastlayer.methods")
+    pytest.importorskip("llr.lastlayer.fit")
     rng = np.random.default_rng(8)
     X, y = _separable(rng, 40, 3, 3, gap=0.5)
     df = svm_convergence(X, y, 3, epochs=3, seed=0)
@@ -416,15 +435,19 @@ def test_svm_convergence_with_lastlayer_fit():
 def test_margin_records_and_correlation():
     rng = np.random.default_rng(9)
     K, G = 2, 4
+
     def make(n):
         g = rng.integers(0, G, n)
         y = g // 2
         X = rng.normal(size=(n, 3)) + np.c_[2 * y - 1, (g % 2) * 2 - 1, 0 * y] * 1.0
         return X, y, g
+
     Xtr, ytr, gtr = make(80)
     Xte, yte, gte = make(100)
-    frames = [margin_records(Xtr, ytr, gtr, Xte, yte, gte, G, K, fit=_gd_fit, epochs=4,
-                             checkpoint_epochs=(2, 4), seed=s) for s in (0, 1)]
+    frames = [
+        margin_records(Xtr, ytr, gtr, Xte, yte, gte, G, K, fit=_gd_fit, epochs=4, checkpoint_epochs=(2, 4), seed=s)
+        for s in (0, 1)
+    ]
     df = pd.concat(frames, ignore_index=True)
     assert {"epoch", "group", "min_margin", "avg_margin", "test_acc", "seed"} <= set(df.columns)
     assert len(df) == 2 * 2 * G
@@ -441,6 +464,7 @@ def test_margin_records_and_correlation():
     assert set(corr.columns) == {"kind", "r", "p_value", "n_points", "over"}
     assert (corr.over == OVER).all()
     from scipy.stats import pearsonr
+
     ok = df.min_margin.notna()
     assert corr.r[0] == pytest.approx(pearsonr(df.min_margin[ok], df.test_acc[ok]).statistic)
     assert corr.n_points[0] == ok.sum() and corr.n_points[1] == len(df)
@@ -453,8 +477,9 @@ def test_margin_records_and_correlation():
 
 
 def test_margin_correlation_exact_and_degenerate():
-    df = pd.DataFrame({"min_margin": [1.0, 2.0, 3.0, np.nan], "avg_margin": [1.0, 1.0, 1.0, 1.0],
-                       "test_acc": [0.2, 0.4, 0.6, 0.9]})
+    df = pd.DataFrame(
+        {"min_margin": [1.0, 2.0, 3.0, np.nan], "avg_margin": [1.0, 1.0, 1.0, 1.0], "test_acc": [0.2, 0.4, 0.6, 0.9]}
+    )
     out = margin_correlation(df)
     assert out.r[0] == pytest.approx(1.0) and out.n_points[0] == 3
-    assert np.isnan(out.r[1]) and out.n_points[1] == 4   # constant margins
+    assert np.isnan(out.r[1]) and out.n_points[1] == 4  # constant margins

@@ -4,11 +4,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llr.train.balancing import (ErmCell, balance, effective_group_ratio, group_ratio_sampling_weights,
-                           group_ratio_subset, group_ratio_targets, heldout_split, inverse_frequency,
-                           rng_for, upweights)
 from llr.data.registry import get_spec, standardize
 from llr.errors import LLRError
+from llr.train.balancing import (
+    balance,
+    effective_group_ratio,
+    group_ratio_sampling_weights,
+    group_ratio_subset,
+    group_ratio_targets,
+    heldout_split,
+    inverse_frequency,
+    rng_for,
+    upweights,
+)
 
 WB = get_spec("waterbirds")
 CELEBA = get_spec("celeba")
@@ -82,8 +90,13 @@ def test_ratio_out_of_range_and_unsatisfiable():
 def _meta(n_train=1000, n_val=400, n_test=400):
     rng = np.random.default_rng(3)
     n = n_train + n_val + n_test
-    df = pd.DataFrame({"split": ["train"] * n_train + ["val"] * n_val + ["test"] * n_test,
-                       "y": rng.integers(0, 2, n), "s": rng.integers(0, 2, n)})
+    df = pd.DataFrame(
+        {
+            "split": ["train"] * n_train + ["val"] * n_val + ["test"] * n_test,
+            "y": rng.integers(0, 2, n),
+            "s": rng.integers(0, 2, n),
+        }
+    )
     return standardize(df, WB, "test")
 
 
@@ -171,7 +184,7 @@ def test_effective_group_ratio_afr_weights():
     """AFR's weights exp(-gamma p): class 0 = two g0 points with ERM
     probability 0.9 of the true class and one g1 point with 0.2; class 1 =
     one g2 point with 0.3 and two g3 points with 0.8; gamma = 2."""
-    from llr.lastlayer.methods import afr_weights
+    from llr.lastlayer.afr import afr_weights
 
     g = np.array([0, 0, 1, 2, 3, 3])
     y = g // 2
@@ -222,8 +235,11 @@ def test_group_ratio_sampling_weights_hand_values():
 @pytest.mark.parametrize("balance_classes", [True, False])
 def test_group_ratio_sampling_reaches_ratio(r, balance_classes):
     rng = np.random.default_rng(4)
-    for spec, p in ((WB, [0.6, 0.05, 0.05, 0.3]), (CELEBA, [0.4, 0.4, 0.15, 0.05]),
-                    (MNLI, [0.3, 0.03, 0.3, 0.04, 0.28, 0.05])):
+    for spec, p in (
+        (WB, [0.6, 0.05, 0.05, 0.3]),
+        (CELEBA, [0.4, 0.4, 0.15, 0.05]),
+        (MNLI, [0.3, 0.03, 0.3, 0.04, 0.28, 0.05]),
+    ):
         g = rng.choice(spec.n_groups, size=3000, p=p)
         y = g // 2
         w = group_ratio_sampling_weights(y, g, r, spec, balance_classes)
@@ -268,15 +284,6 @@ def test_upsampling_sampler_frequencies():
     draws = np.concatenate([epoch_order(1000, w, gen).numpy() for _ in range(20)])
     frac = np.mean(labels[draws] == 1)
     assert len(draws) == 20000 and abs(frac - 0.5) < 0.02  # 4+ sigma at n=20000
-
-
-def test_erm_cell_names():
-    assert ErmCell.parse("train_ratio0.05_none") == ErmCell("train", 0.05, None, "none")
-    assert ErmCell.parse("combined_class_upsampling") == ErmCell("combined", None, "class", "upsampling")
-    assert ErmCell.parse("train_none_long").long
-    for bad in ("train_class_none", "full_none", "train_group", "train_ratiox_none"):
-        with pytest.raises(LLRError):
-            ErmCell.parse(bad)
 
 
 def test_group_ratio_targets_when_a_majority_group_is_small():

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from llr.data import real as ds
-from llr.train.balancing import group_ratio_subset, group_ratio_targets, rng_for
 from llr.data.registry import get_spec
 from llr.errors import LLRError
+from llr.train.balancing import group_ratio_subset, group_ratio_targets, rng_for
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 
@@ -30,8 +30,7 @@ CELEBA_ATTRS = (
 
 def _grid(n_classes: int = 2, n_spurious: int = 2, reps: int = 1):
     """(split code, y, s) covering every group in every split."""
-    return [(sp, y, s) for sp in (0, 1, 2) for y in range(n_classes) for s in range(n_spurious)
-            for _ in range(reps)]
+    return [(sp, y, s) for sp in (0, 1, 2) for y in range(n_classes) for s in range(n_spurious) for _ in range(reps)]
 
 
 def _one_line_error(excinfo, *needles: str) -> str:
@@ -48,6 +47,7 @@ def _counts(df: pd.DataFrame, split: str, n_groups: int) -> list[int]:
 
 # ---------------------------------------------------------------- fixtures
 
+
 def make_waterbirds(root: Path, images: bool = False, rows=None) -> Path:
     d = root / "waterbirds" / "waterbird_complete95_forest2water2"
     d.mkdir(parents=True)
@@ -55,8 +55,16 @@ def make_waterbirds(root: Path, images: bool = False, rows=None) -> Path:
     recs = []
     for i, (sp, y, s) in enumerate(rows):
         fn = f"{1 + y:03d}.Bird_{y}/Bird_{i:04d}.jpg"
-        recs.append({"img_id": i + 1, "img_filename": fn, "y": y, "split": sp, "place": s,
-                     "place_filename": f"/p/place/{i:08d}.jpg"})
+        recs.append(
+            {
+                "img_id": i + 1,
+                "img_filename": fn,
+                "y": y,
+                "split": sp,
+                "place": s,
+                "place_filename": f"/p/place/{i:08d}.jpg",
+            }
+        )
         if images:
             from PIL import Image
 
@@ -83,8 +91,7 @@ def make_celeba(root: Path, fmt: str = "txt", rows=None, shuffle_partition: bool
         lines = [str(len(rows)), " ".join(CELEBA_ATTRS) + " "]
         lines += [f"{i} " + " ".join(f"{v:2d}" for v in r) for i, r in zip(ids, vals)]
         (d / "list_attr_celeba.txt").write_bytes(("\r\n".join(lines) + "\r\n").encode())
-        (d / "list_eval_partition.txt").write_bytes(
-            ("\r\n".join(f"{i} {sp}" for i, sp in part) + "\r\n").encode())
+        (d / "list_eval_partition.txt").write_bytes(("\r\n".join(f"{i} {sp}" for i, sp in part) + "\r\n").encode())
     else:
         attrs = pd.DataFrame(vals, columns=CELEBA_ATTRS)
         attrs.insert(0, "image_id", ids)
@@ -104,11 +111,25 @@ def make_civilcomments(root: Path, drop_cols=()) -> Path:
             ident[ds.CIVILCOMMENTS_IDENTITIES[i % 8]] = 0.5 + 0.1 * (i % 3)
         else:
             ident["white"] = 0.4  # below threshold: no identity
-        recs.append({"id": 1000 + i, "comment_text": f'comment {i}, with "quotes"\nand a newline',
-                     "split": ["train", "val", "test"][sp], "toxicity": 0.5 if y else 0.49, **ident})
+        recs.append(
+            {
+                "id": 1000 + i,
+                "comment_text": f'comment {i}, with "quotes"\nand a newline',
+                "split": ["train", "val", "test"][sp],
+                "toxicity": 0.5 if y else 0.49,
+                **ident,
+            }
+        )
         if i == 3:  # a row outside train/val/test is dropped
-            recs.append({"id": 5000, "comment_text": "extra row", "split": "extra", "toxicity": 0.9,
-                         **dict.fromkeys(ds.CIVILCOMMENTS_IDENTITIES, 1.0)})
+            recs.append(
+                {
+                    "id": 5000,
+                    "comment_text": "extra row",
+                    "split": "extra",
+                    "toxicity": 0.9,
+                    **dict.fromkeys(ds.CIVILCOMMENTS_IDENTITIES, 1.0),
+                }
+            )
     df = pd.DataFrame(recs).drop(columns=list(drop_cols))
     df.to_csv(d / "all_data_with_identities.csv")  # WILDS keeps an unnamed index column
     return d
@@ -120,9 +141,13 @@ def make_multinli(root: Path, tsv: bool = True, rows=None) -> Path:
     rows = rows if rows is not None else _grid(3, 2)
     rng = np.random.default_rng(0)
     rows = [rows[i] for i in rng.permutation(len(rows))]  # random split assignment, as group_DRO
-    meta = pd.DataFrame({"gold_label": [y for _, y, _ in rows],
-                         "sentence2_has_negation": [s for _, _, s in rows],
-                         "split": [sp for sp, _, _ in rows]})
+    meta = pd.DataFrame(
+        {
+            "gold_label": [y for _, y, _ in rows],
+            "sentence2_has_negation": [s for _, _, s in rows],
+            "split": [sp for sp, _, _ in rows],
+        }
+    )
     meta.index = np.arange(len(meta)) * 2  # original index with gaps ('-' rows removed)
     meta.to_csv(d / "metadata_random.csv")
     if tsv:
@@ -132,19 +157,47 @@ def make_multinli(root: Path, tsv: bool = True, rows=None) -> Path:
         bounds = [(0, 10), (10, 14), (14, len(rows))]
         for fn, (a, b) in zip(ds.MNLI_TSV_FILES, bounds):
             labels = ["label1"] if fn == "train.tsv" else [f"label{k}" for k in range(1, 6)]
-            head = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse",
-                    "sentence2_binary_parse", "sentence1_parse", "sentence2_parse",
-                    "sentence1", "sentence2", *labels, "gold_label"]
+            head = [
+                "index",
+                "promptID",
+                "pairID",
+                "genre",
+                "sentence1_binary_parse",
+                "sentence2_binary_parse",
+                "sentence1_parse",
+                "sentence2_parse",
+                "sentence1",
+                "sentence2",
+                *labels,
+                "gold_label",
+            ]
             lines = ["\t".join(head)]
             for i in range(a, b):
                 lab = names[rows[i][1]]
-                lines.append("\t".join([str(i), "1", "1a", "fiction", "( x )", "( y )", "(S x)", "(S y)",
-                                        f'premise "{i}', f"hypothesis {i} NA", *[lab] * len(labels), lab]))
+                lines.append(
+                    "\t".join(
+                        [
+                            str(i),
+                            "1",
+                            "1a",
+                            "fiction",
+                            "( x )",
+                            "( y )",
+                            "(S x)",
+                            "(S y)",
+                            f'premise "{i}',
+                            f"hypothesis {i} NA",
+                            *[lab] * len(labels),
+                            lab,
+                        ]
+                    )
+                )
             (g / fn).write_text("\n".join(lines) + "\n")
     return d
 
 
 # ---------------------------------------------------------------- prepare
+
 
 def test_prepare_waterbirds_fixture(tmp_path):
     make_waterbirds(tmp_path)
@@ -242,6 +295,7 @@ def test_load_cached_mnli_tokens(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- images
 
+
 def test_image_paths_and_cache(tmp_path):
     from PIL import Image
 
@@ -296,6 +350,7 @@ def test_image_errors(tmp_path):
 
 # ---------------------------------------------------------------- errors
 
+
 def test_error_data_root_and_folder_missing(tmp_path):
     with pytest.raises(LLRError) as e:
         ds.prepare_real("waterbirds", tmp_path / "nope")
@@ -335,7 +390,8 @@ def test_error_column_missing(tmp_path):
     _one_line_error(e, "civilcomments", "all_data_with_identities.csv", "muslim")
     d = make_multinli(tmp_path / "m", tsv=False)
     pd.read_csv(d / "metadata_random.csv", index_col=0).drop(columns=["sentence2_has_negation"]).to_csv(
-        d / "metadata_random.csv")
+        d / "metadata_random.csv"
+    )
     with pytest.raises(LLRError) as e:
         ds.prepare_real("multinli", tmp_path / "m")
     _one_line_error(e, "multinli", "metadata_random.csv", "sentence2_has_negation")
@@ -410,8 +466,7 @@ def test_error_multinli_text_misaligned(tmp_path):
     swapped = lines[:2] + [lines[3], lines[2]] + lines[4:]
     labels = [ln.split("\t")[-1] for ln in swapped[1:]]
     if labels[1] == labels[2]:  # make sure the swap changes a label
-        swapped[2] = swapped[2].rsplit("\t", 1)[0] + "\t" + next(
-            k for k in ds.MNLI_LABELS if k != labels[1])
+        swapped[2] = swapped[2].rsplit("\t", 1)[0] + "\t" + next(k for k in ds.MNLI_LABELS if k != labels[1])
     tsv.write_text("\n".join(swapped) + "\n")
     with pytest.raises(LLRError) as e:
         ds.load_texts("multinli", tmp_path, meta)
@@ -443,18 +498,27 @@ def test_prepare_writes_atomically(tmp_path):
 
 REAL_COUNTS = {
     "waterbirds": {"train": [3498, 184, 56, 1057], "val": [467, 466, 133, 133], "test": [2255, 2255, 642, 642]},
-    "celeba": {"train": [71629, 66874, 22880, 1387], "val": [8535, 8276, 2874, 182],
-               "test": [9767, 7535, 2480, 180]},
+    "celeba": {"train": [71629, 66874, 22880, 1387], "val": [8535, 8276, 2874, 182], "test": [9767, 7535, 2480, 180]},
 }
 
 # Group-ratio subsets (docs/design.md, "Group-ratio subsets") of the train split, worked out by hand:
 # m = smallest group; each class keeps 2m; minority = round(2m r/(1+r)).
 # Waterbirds m = 56 (minority groups 1 and 2); CelebA m = 1387, class 0 balanced.
 RATIO_TARGETS = {
-    "waterbirds": {0.05: [107, 5, 5, 107], 0.1: [102, 10, 10, 102], 0.2: [93, 19, 19, 93],
-                   0.5: [75, 37, 37, 75], 1.0: [56, 56, 56, 56]},
-    "celeba": {0.05: [1387, 1387, 2642, 132], 0.1: [1387, 1387, 2522, 252], 0.2: [1387, 1387, 2312, 462],
-               0.5: [1387, 1387, 1849, 925], 1.0: [1387, 1387, 1387, 1387]},
+    "waterbirds": {
+        0.05: [107, 5, 5, 107],
+        0.1: [102, 10, 10, 102],
+        0.2: [93, 19, 19, 93],
+        0.5: [75, 37, 37, 75],
+        1.0: [56, 56, 56, 56],
+    },
+    "celeba": {
+        0.05: [1387, 1387, 2642, 132],
+        0.1: [1387, 1387, 2522, 252],
+        0.2: [1387, 1387, 2312, 462],
+        0.5: [1387, 1387, 1849, 925],
+        1.0: [1387, 1387, 1387, 1387],
+    },
 }
 
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} absent")
@@ -474,8 +538,10 @@ def test_real_counts(real_metas, name):
     assert df["idx"].tolist() == list(range(len(df)))
     for split, counts in REAL_COUNTS[name].items():
         assert _counts(df, split, 4) == counts
-    first = {"waterbirds": ("img_filename", "001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg"),
-             "celeba": ("image_id", "000001.jpg")}[name]
+    first = {
+        "waterbirds": ("img_filename", "001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg"),
+        "celeba": ("image_id", "000001.jpg"),
+    }[name]
     assert df[first[0]].iloc[0] == first[1]
 
 

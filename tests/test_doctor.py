@@ -46,15 +46,23 @@ def _config(data: Path, datasets=F.FIXTURE_DATASETS, **erm_extra) -> dict:
     erm = {
         "waterbirds": {"arch": "resnet50", "epochs": 1, "lr": 1.0e-5},
         "celeba": {"arch": "resnet50", "epochs": 1, "lr": 1.0e-5},
-        "civilcomments": {"arch": "bert-base-uncased", "model_path": str(data / "bert_vocab"), "epochs": 1,
-                          "lr": 1.0e-5},
-        "multinli": {"arch": "bert-base-uncased", "model_path": str(data / "bert_vocab"), "epochs": 1,
-                     "lr": 1.0e-5},
+        "civilcomments": {
+            "arch": "bert-base-uncased",
+            "model_path": str(data / "bert_vocab"),
+            "epochs": 1,
+            "lr": 1.0e-5,
+        },
+        "multinli": {"arch": "bert-base-uncased", "model_path": str(data / "bert_vocab"), "epochs": 1, "lr": 1.0e-5},
     }
     for ds, extra in erm_extra.items():
         erm[ds].update(extra)
-    return {"datasets": list(datasets), "data_root": str(data), "figures": ["fig4"], "tables": ["table2"],
-            "erm": {k: erm[k] for k in datasets}}
+    return {
+        "datasets": list(datasets),
+        "data_root": str(data),
+        "figures": ["fig4"],
+        "tables": ["table2"],
+        "erm": {k: erm[k] for k in datasets},
+    }
 
 
 def doctor(tmp_path: Path, config: dict, *args: str, env: dict | None = None):
@@ -66,9 +74,14 @@ def doctor(tmp_path: Path, config: dict, *args: str, env: dict | None = None):
     cfg.write_text(yaml.safe_dump(config))
     before = sorted(os.listdir(work))
     t = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "llr", "doctor", "--configfile", str(cfg), *args],
-                         capture_output=True, text=True, cwd=work, timeout=30,
-                         env={**os.environ, **(env or {})})
+    out = subprocess.run(
+        [sys.executable, "-m", "llr", "doctor", "--configfile", str(cfg), *args],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        timeout=30,
+        env={**os.environ, **(env or {})},
+    )
     assert time.monotonic() - t < 10
     assert sorted(os.listdir(work)) == before  # no results/ (nor anything else) written
     errors = [ln for ln in out.stderr.splitlines() if ln.strip()]
@@ -82,10 +95,16 @@ def test_doctor_fixtures_pass(tmp_path, data):
     assert "doctor: no problems found" in stdout
     # counts found and, in parentheses, Table 2's
     counts = F.fixture_counts("waterbirds")["train"]
-    assert (f"landbird/land {counts[0]} (3498)  landbird/water {counts[1]} (184)  waterbird/land {counts[2]} (56)  "
-            f"waterbird/water {counts[3]} (1057)") in stdout
-    for line in ("all 492 image files present", "all 506 image files present", "every group non-empty in every split",
-                 "tsv rows aligned with metadata_random.csv"):
+    assert (
+        f"landbird/land {counts[0]} (3498)  landbird/water {counts[1]} (184)  waterbird/land {counts[2]} (56)  "
+        f"waterbird/water {counts[3]} (1057)"
+    ) in stdout
+    for line in (
+        "all 492 image files present",
+        "all 506 image files present",
+        "every group non-empty in every split",
+        "tsv rows aligned with metadata_random.csv",
+    ):
         assert line in stdout, line
     assert stdout.count("DIFFERS") == 3  # fixtures are not the official files: information unless --strict
     rc, _, errors = doctor(tmp_path, _config(data, ("waterbirds",)), "--strict")
@@ -101,10 +120,12 @@ def test_doctor_empty_data_root(tmp_path):
     assert rc != 0
     problems = errors[:-1]
     assert errors[-1].startswith("llr: error: doctor: ")
-    expect = {"waterbirds": ("metadata.csv", "nlp.stanford.edu/data/dro/waterbird_complete95_forest2water2"),
-              "celeba": ("list_attr_celeba.txt", "official CelebA site"),
-              "civilcomments": ("all_data_with_identities.csv", "WILDS"),
-              "multinli": ("metadata_random.csv", "GLUE MNLI")}
+    expect = {
+        "waterbirds": ("metadata.csv", "nlp.stanford.edu/data/dro/waterbird_complete95_forest2water2"),
+        "celeba": ("list_attr_celeba.txt", "official CelebA site"),
+        "civilcomments": ("all_data_with_identities.csv", "WILDS"),
+        "multinli": ("metadata_random.csv", "GLUE MNLI"),
+    }
     for ds, (fname, source) in expect.items():
         mine = [e for e in problems if e.startswith(f"llr: error: {ds}: no ")]
         assert len(mine) == 1 and fname in mine[0] and source in mine[0], (ds, problems)
@@ -125,7 +146,7 @@ def test_doctor_deleted_image(tmp_path, data):
 def test_doctor_truncated_celeba_attributes(tmp_path, data):
     attr = data / "celeba" / "list_attr_celeba.txt"
     raw = attr.read_bytes()
-    attr.write_bytes(raw[:len(raw) // 2])  # cut mid-line, as an interrupted download
+    attr.write_bytes(raw[: len(raw) // 2])  # cut mid-line, as an interrupted download
     rc, _, errors = doctor(tmp_path, _config(data, ("celeba",)))
     assert rc != 0 and len(errors) == 2
     assert str(attr) in errors[0] and "rows but the first line says 506" in errors[0]
@@ -161,7 +182,9 @@ def test_doctor_missing_imagenet_weights(tmp_path, data):
 
 def test_doctor_hub_model_cache(tmp_path, data):
     cache = tmp_path / "hf"
-    cfg = _config(data, ("multinli",), multinli={"section2": {"arch": "bert-tiny", "model_path": "prajjwal1/bert-tiny"}})
+    cfg = _config(
+        data, ("multinli",), multinli={"section2": {"arch": "bert-tiny", "model_path": "prajjwal1/bert-tiny"}}
+    )
     cfg["figures"] = ["fig2"]
     rc, _, errors = doctor(tmp_path, cfg, env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
     assert rc != 0 and "'prajjwal1/bert-tiny' not in the Hugging Face cache" in errors[0]
@@ -178,8 +201,14 @@ def test_doctor_hub_model_cache(tmp_path, data):
 
 def test_workflow_preflight(data):
     cfg = _config(data)
-    assert P.check_workflow_data(list(F.FIXTURE_DATASETS) + ["synth_waterbirds"], data,
-                                 {**cfg, "erm": {**cfg["erm"], "synth_waterbirds": {"arch": "resnet18-small"}}}) == []
+    assert (
+        P.check_workflow_data(
+            list(F.FIXTURE_DATASETS) + ["synth_waterbirds"],
+            data,
+            {**cfg, "erm": {**cfg["erm"], "synth_waterbirds": {"arch": "resnet18-small"}}},
+        )
+        == []
+    )
     (data / "multinli" / "dev_mismatched.tsv").unlink()
     (data / "bert_vocab" / "model.safetensors").unlink()
     meta = pd.read_csv(data / "celeba" / "list_eval_partition.txt", sep=" ", header=None)

@@ -10,13 +10,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llr.lastlayer import methods as L
-from llr.train.balancing import group_ratio_sampling_weights
+from llr.analysis.effective_ratio import (
+    FIG8_COLUMNS,
+    afr_ratios,
+    effective_ratio_table,
+    plan_ratios,
+    pooled_from_mass,
+    pooled_group_ratio,
+    ratio_correlations,
+)
 from llr.data.registry import get_spec
-from llr.analysis.effective_ratio import (FIG8_COLUMNS, afr_ratios, effective_ratio_table, plan_ratios, pooled_from_mass,
-                           pooled_group_ratio, ratio_correlations)
 from llr.errors import LLRError
 from llr.io import write_json
+from llr.lastlayer import fit, registry
+from llr.train.balancing import group_ratio_sampling_weights
 
 WB = get_spec("synth_waterbirds")  # groups 0..3; class 0: majority g0, class 1: majority g3
 MN = get_spec("synth_multinli")
@@ -31,14 +38,17 @@ def _cell(counts):
 Y, G = _cell([6, 2, 1, 4])
 
 
-@pytest.mark.parametrize("method, effective, pooled", [
-    ("llr", (2 / 6 + 1 / 4) / 2, 3 / 10),                      # the cell as it is
-    ("dfr_subsetting", 1.0, 1.0),                              # one example per group
-    ("dfr_upsampling", 1.0, 1.0),                              # equal group masses
-    ("dfr_upweighting", 1.0, 1.0),                             # weights 6/n_g: mass 6 per group
-    ("cbllr_upweighting", (2 / 6 + 1 / 4) / 2, 3.6 / 12.4),    # class 1 weight 8/5: minority 2+1.6, majority 6+6.4
-    ("cbllr_upsampling", (2 / 6 + 1 / 4) / 2, 0.45 / 1.55),    # class masses equal: g 6/8, 2/8, 1/5, 4/5
-])
+@pytest.mark.parametrize(
+    "method, effective, pooled",
+    [
+        ("llr", (2 / 6 + 1 / 4) / 2, 3 / 10),  # the cell as it is
+        ("dfr_subsetting", 1.0, 1.0),  # one example per group
+        ("dfr_upsampling", 1.0, 1.0),  # equal group masses
+        ("dfr_upweighting", 1.0, 1.0),  # weights 6/n_g: mass 6 per group
+        ("cbllr_upweighting", (2 / 6 + 1 / 4) / 2, 3.6 / 12.4),  # class 1 weight 8/5: minority 2+1.6, majority 6+6.4
+        ("cbllr_upsampling", (2 / 6 + 1 / 4) / 2, 0.45 / 1.55),  # class masses equal: g 6/8, 2/8, 1/5, 4/5
+    ],
+)
 def test_plan_ratios_hand_computed(method, effective, pooled):
     r = plan_ratios(method, Y, G, seed=3, spec=WB)
     assert r["effective_ratio"] == pytest.approx(effective, abs=1e-12)
@@ -100,7 +110,8 @@ def test_pooled_from_mass_equals_pooled_of_weights():
     w = rng.uniform(0.1, 3, len(y))
     mass = np.bincount(g, weights=w, minlength=6)
     assert pooled_from_mass((mass / mass.sum()).tolist(), np.bincount(g).tolist(), MN) == pytest.approx(
-        pooled_group_ratio(y, g, w, MN))
+        pooled_group_ratio(y, g, w, MN)
+    )
 
 
 def _task_data(seed=0, n=160, d=6):
@@ -112,15 +123,26 @@ def _task_data(seed=0, n=160, d=6):
     return X.astype(np.float32), y, g
 
 
-@pytest.mark.parametrize("method", ["llr", "dfr_subsetting", "dfr_upsampling", "dfr_upweighting",
-                                    "cbllr_subsetting", "cbllr_upsampling", "cbllr_upweighting"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "llr",
+        "dfr_subsetting",
+        "dfr_upsampling",
+        "dfr_upweighting",
+        "cbllr_subsetting",
+        "cbllr_upsampling",
+        "cbllr_upweighting",
+    ],
+)
 def test_plan_ratios_match_what_the_lastlayer_job_records(method):
     X, y, g = _task_data()
     meta = pd.DataFrame({"y": y, "g": g})
     roles = np.array(["heldout"] * 120 + ["val"] * 40, dtype=object)
-    head = L.torch_linear_init(X.shape[1], 2, 0)
-    _, _, info = L.run_method(method, X, meta, roles, np.arange(120), np.arange(120, 160), head, {"epochs": 1},
-                              7, 1, WB)
+    head = fit.torch_linear_init(X.shape[1], 2, 0)
+    _, _, info = registry.run_method(
+        method, X, meta, roles, np.arange(120), np.arange(120, 160), head, {"epochs": 1}, 7, 1, WB
+    )
     r = plan_ratios(method, y[:120], g[:120], 7, WB)
     assert r["effective_ratio"] == pytest.approx(info["effective_group_ratio"], abs=1e-12)
     counts = np.bincount(g[:120], minlength=4).tolist()
@@ -133,42 +155,63 @@ def test_afr_grid_rows_record_ratio_and_test_wga():
     X, y, g = _task_data(1, n=200)
     meta = pd.DataFrame({"y": y, "g": g})
     roles = np.array(["heldout"] * 120 + ["val"] * 40 + ["test"] * 40, dtype=object)
-    W0, b0 = (np.asarray(a, np.float32) for a in L.torch_linear_init(X.shape[1], 2, 3))
+    W0, b0 = (np.asarray(a, np.float32) for a in fit.torch_linear_init(X.shape[1], 2, 3))
     rep = {"test": (X[160:], y[160:], g[160:], None)}
     hp = {"gammas": [0.0, 2.0, 8.0], "lambdas": [0.0, 0.5], "epochs": 5, "lr": 0.1}
-    W, b, info = L.run_method("afr", X, meta, roles, np.arange(120), np.arange(120, 160), (W0, b0), hp, 1, 1, WB,
-                              report_sets=rep)
+    W, b, info = registry.run_method(
+        "afr", X, meta, roles, np.arange(120), np.arange(120, 160), (W0, b0), hp, 1, 1, WB, report_sets=rep
+    )
     logits = X[:120].astype(np.float64) @ W0.T.astype(np.float64) + b0
     grid = info["afr"]["grid"]
     assert len(grid) == 6
     for row in grid:
-        assert row["effective_group_ratio"] == pytest.approx(afr_ratios(logits, y[:120], g[:120], row["gamma"],
-                                                                        WB)["effective_ratio"], rel=1e-9)
+        assert row["effective_group_ratio"] == pytest.approx(
+            afr_ratios(logits, y[:120], g[:120], row["gamma"], WB)["effective_ratio"], rel=1e-9
+        )
         assert 0.0 <= row["test_wga"] <= 1.0
     best = [r for r in grid if r["gamma"] == info["afr"]["gamma"] and r["lambda"] == info["afr"]["lambda"]][0]
-    ev = L.evaluate_head(W, b, X[160:], y[160:], g[160:], 4)
+    ev = fit.evaluate_head(W, b, X[160:], y[160:], g[160:], 4)
     assert best["test_wga"] == pytest.approx(ev["wga"])
 
 
 def _metrics(path: Path, wga: float, eff: float, **extra) -> str:
-    d = {"dataset": "synth_waterbirds", "effective_group_ratio": eff, "heldout_group_ratio": 0.2,
-         "train_group_ratio": 0.1, "heldout_construction": "subset", "group_mass": [0.4, 0.1, 0.1, 0.4],
-         "train_cell_group_counts": [40, 10, 10, 40],
-         "metrics": {"test": {"acc_by_group": [wga] * 4, "wga": wga, "mean_acc": 0.9}}, **extra}
+    d = {
+        "dataset": "synth_waterbirds",
+        "effective_group_ratio": eff,
+        "heldout_group_ratio": 0.2,
+        "train_group_ratio": 0.1,
+        "heldout_construction": "subset",
+        "group_mass": [0.4, 0.1, 0.1, 0.4],
+        "train_cell_group_counts": [40, 10, 10, 40],
+        "metrics": {"test": {"acc_by_group": [wga] * 4, "wga": wga, "mean_acc": 0.9}},
+        **extra,
+    }
     write_json(path, d)
     return str(path)
 
 
 def test_effective_ratio_table(tmp_path):
     base = tmp_path / "results/synth_waterbirds/seed1/lastlayer"
-    grid = [{"gamma": 4.0, "lambda": 0.0, "val_wga": 0.5, "effective_group_ratio": 0.6, "test_wga": 0.7,
-             "test_mean_acc": 0.8, "group_mass": [0.3, 0.2, 0.2, 0.3]},
-            {"gamma": 8.0, "lambda": 0.1, "val_wga": 0.6, "effective_group_ratio": 1.2, "test_wga": 0.65}]
-    files = [_metrics(base / "train_ratio0.2_none/llr/heldout_ratio0.5/metrics.json", 0.6, 0.5),
-             _metrics(base / "train_none/llr/heldout_sampled0.1/metrics.json", 0.3, 0.1),
-             _metrics(base / "train_class_upweighting/cbllr_upweighting/heldout/metrics.json", 0.5, 0.25),
-             _metrics(base / "train_none/afr/heldout/metrics.json", 0.7, 0.6,
-                      afr={"gamma": 4.0, "lambda": 0.0, "grid": grid})]
+    grid = [
+        {
+            "gamma": 4.0,
+            "lambda": 0.0,
+            "val_wga": 0.5,
+            "effective_group_ratio": 0.6,
+            "test_wga": 0.7,
+            "test_mean_acc": 0.8,
+            "group_mass": [0.3, 0.2, 0.2, 0.3],
+        },
+        {"gamma": 8.0, "lambda": 0.1, "val_wga": 0.6, "effective_group_ratio": 1.2, "test_wga": 0.65},
+    ]
+    files = [
+        _metrics(base / "train_ratio0.2_none/llr/heldout_ratio0.5/metrics.json", 0.6, 0.5),
+        _metrics(base / "train_none/llr/heldout_sampled0.1/metrics.json", 0.3, 0.1),
+        _metrics(base / "train_class_upweighting/cbllr_upweighting/heldout/metrics.json", 0.5, 0.25),
+        _metrics(
+            base / "train_none/afr/heldout/metrics.json", 0.7, 0.6, afr={"gamma": 4.0, "lambda": 0.0, "grid": grid}
+        ),
+    ]
     t = effective_ratio_table(files + files[:1])  # a file listed twice counts once
     assert list(t.columns) == list(FIG8_COLUMNS)
     assert len(t) == 6 and (t["point"] == "grid").sum() == 2
@@ -182,8 +225,12 @@ def test_effective_ratio_table(tmp_path):
     assert np.isnan(g.loc[8.0, "pooled_ratio"])  # no group_mass recorded
     run = t[(t["point"] == "run") & (t["method"] == "afr")].iloc[0]
     assert run["afr_gamma"] == 4.0 and run["pooled_ratio"] == pytest.approx(0.25)
-    bad = _metrics(base / "train_none/afr_gamma0/heldout/metrics.json", 0.7, 0.6,
-                   afr={"gamma": 0.0, "lambda": 0.0, "grid": [{"gamma": 0.0, "lambda": 0.0, "val_wga": 0.5}]})
+    bad = _metrics(
+        base / "train_none/afr_gamma0/heldout/metrics.json",
+        0.7,
+        0.6,
+        afr={"gamma": 0.0, "lambda": 0.0, "grid": [{"gamma": 0.0, "lambda": 0.0, "val_wga": 0.5}]},
+    )
     with pytest.raises(LLRError, match=r"afr.grid\[0\]: key 'effective_group_ratio' missing"):
         effective_ratio_table([bad])
     with pytest.raises(LLRError, match="not a last-layer run path"):
@@ -197,9 +244,20 @@ def _synthetic_table(slope: float, noise: float, seeds=(1, 2, 3), seed_rng=0) ->
     ratios = [0.05, 0.1, 0.2, 0.5, 1.0, 0.3, 0.7]
     for s in seeds:
         for i, r in enumerate(ratios):
-            rows.append({"dataset": "synth_waterbirds", "seed": s, "erm": "train_none", "method": f"m{i}",
-                         "heldout": "heldout", "family": "DFR", "point": "run", "effective_ratio": r,
-                         "pooled_ratio": r, "test_wga": 0.5 + slope * math.log(r) + noise * rng.normal()})
+            rows.append(
+                {
+                    "dataset": "synth_waterbirds",
+                    "seed": s,
+                    "erm": "train_none",
+                    "method": f"m{i}",
+                    "heldout": "heldout",
+                    "family": "DFR",
+                    "point": "run",
+                    "effective_ratio": r,
+                    "pooled_ratio": r,
+                    "test_wga": 0.5 + slope * math.log(r) + noise * rng.normal(),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -219,7 +277,7 @@ def test_ratio_correlations_brute_force():
 
 
 def test_claim_fig8_holds_fails_and_is_inconclusive():
-    from llr.reporting.figures import claims_fig8
+    from llr.reporting.claims import claims_fig8
 
     yes = claims_fig8(_synthetic_table(0.1, 0.005))
     assert [r["holds"] for r in yes] == ["yes", "yes"]
@@ -238,15 +296,18 @@ def test_claim_fig8_holds_fails_and_is_inconclusive():
 
 
 def test_fig8_plot_and_table_commands(tmp_path):
-    from llr.reporting.figures import FIGURES
+    from llr.reporting.figures import fig8
 
     t = _synthetic_table(0.1, 0.02)
     t.loc[t.index[:3], "point"] = "grid"
-    t.loc[t.index[3:8], ["family", "erm", "heldout"]] = ["LLR (held-out subset)", "train_ratio0.2_none",
-                                                          "heldout_ratio0.5"]
+    t.loc[t.index[3:8], ["family", "erm", "heldout"]] = [
+        "LLR (held-out subset)",
+        "train_ratio0.2_none",
+        "heldout_ratio0.5",
+    ]
     csv = tmp_path / "fig8_effective_ratio.csv"
     t.assign(afr_gamma=np.nan, afr_lambda=np.nan).to_csv(csv, index=False)
-    FIGURES["fig8"]([str(csv)], [str(tmp_path / "fig8.png"), str(tmp_path / "fig8.pdf")], {})
+    fig8([str(csv)], [str(tmp_path / "fig8.png"), str(tmp_path / "fig8.pdf")], {})
     assert (tmp_path / "fig8.png").stat().st_size > 10_000 and (tmp_path / "fig8.pdf").exists()
     with pytest.raises(LLRError, match="ratio='x'"):
-        FIGURES["fig8"]([str(csv)], [str(tmp_path / "a.png")], {"ratio": "x"})
+        fig8([str(csv)], [str(tmp_path / "a.png")], {"ratio": "x"})

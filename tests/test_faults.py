@@ -75,8 +75,25 @@ def test_analysis_jobs_report_truncated_embeddings(tmp_path, capsys, command):
     meta, split = _dataset(tmp_path)
     emb = _truncated(tmp_path / "embeddings.npy", len(pd.read_csv(meta)))
     out = tmp_path / "out.csv"
-    code = cli.main([command, "--dataset", "synth_waterbirds", "--embeddings", str(emb), "--metadata", str(meta),
-                     "--split", str(split), "--epochs", "2", "--seed", "0", "--out", str(out)])
+    code = cli.main(
+        [
+            command,
+            "--dataset",
+            "synth_waterbirds",
+            "--embeddings",
+            str(emb),
+            "--metadata",
+            str(meta),
+            "--split",
+            str(split),
+            "--epochs",
+            "2",
+            "--seed",
+            "0",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert err.startswith(f"llr: error: {emb}: ") and "truncated" in err
@@ -84,14 +101,24 @@ def test_analysis_jobs_report_truncated_embeddings(tmp_path, capsys, command):
 
 
 def test_lastlayer_job_reports_truncated_embeddings(tmp_path):
-    from llr.lastlayer.methods import run_lastlayer_job
+    from llr.lastlayer.job import run_lastlayer_job
 
     meta, split = _dataset(tmp_path)
     emb = _truncated(meta.parent / "embeddings.npy", len(pd.read_csv(meta)))
     np.savez(meta.parent / "head.npz", W=np.zeros((2, 8), np.float32), b=np.zeros(2, np.float32))
     with pytest.raises(LLRError) as e:
-        run_lastlayer_job(str(emb), str(meta.parent / "head.npz"), str(meta), str(split), "full", "llr",
-                          None, 0, 1, str(tmp_path / "m.json"))
+        run_lastlayer_job(
+            str(emb),
+            str(meta.parent / "head.npz"),
+            str(meta),
+            str(split),
+            "full",
+            "llr",
+            None,
+            0,
+            1,
+            str(tmp_path / "m.json"),
+        )
     _one_line(e, str(emb), "truncated")
     assert not (tmp_path / "m.json").exists()
 
@@ -119,6 +146,7 @@ def test_full_disk_torch_save(tmp_path, monkeypatch):
     with pytest.raises(LLRError) as e:
         io.save_torch({"x": torch.zeros(3)}, tmp_path / "model.pt")
     assert _one_line(e) == f"{tmp_path / 'model.pt'}: cannot write: no space left on device"
+
     # torch.save given a path reports a failed write as an errno-less RuntimeError
     def zip_fail(obj, f):
         Path(f).write_bytes(b"partial")
@@ -153,8 +181,19 @@ def test_full_disk_resume_checkpoint(tmp_path, monkeypatch):
 def test_cli_one_line_for_os_errors(tmp_path, capsys, monkeypatch):
     meta, _ = _dataset(tmp_path)
     # a directory where a file is expected
-    code = cli.main(["split", "--dataset", "synth_waterbirds", "--metadata", str(tmp_path), "--seed", "1",
-                     "--out", str(tmp_path / "s.csv")])
+    code = cli.main(
+        [
+            "split",
+            "--dataset",
+            "synth_waterbirds",
+            "--metadata",
+            str(tmp_path),
+            "--seed",
+            "1",
+            "--out",
+            str(tmp_path / "s.csv"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err == f"llr: error: {tmp_path}: is a directory\n"
 
@@ -176,16 +215,26 @@ def test_read_metadata_accepts_valid_and_shuffled(tmp_path):
     assert sorted(read_metadata(meta)["idx"]) == list(range(72))
 
 
-@pytest.mark.parametrize("edit, line, rule", [
-    (lambda d: d.assign(idx=d["idx"].where(d.index != 5, 3)), 7, "idx must be unique"),
-    (lambda d: d.assign(idx=d["idx"].where(d.index != 9, 72)), 11, "idx must lie in 0..71"),
-    (lambda d: d.assign(idx=d["idx"].astype(float).where(d.index != 4, 1.5)), 6, "idx must be a non-negative integer"),
-    (lambda d: d.assign(y=d["y"].where(d.index != 8, 2), g=d["g"].where(d.index != 8, 4)), 10,
-     "y must be < 2 (synth_waterbirds has 2 classes)"),
-    (lambda d: d.assign(s=d["s"].where(d.index != 2, -1)), 4, "s must be a non-negative integer"),
-    (lambda d: d.assign(g=d["g"].where(d.index != 12, 3)), 14, "g must equal y * 2 + s"),
-    (lambda d: d.assign(split=d["split"].where(d.index != 30, "training")), 32, "split must be one of"),
-])
+@pytest.mark.parametrize(
+    "edit, line, rule",
+    [
+        (lambda d: d.assign(idx=d["idx"].where(d.index != 5, 3)), 7, "idx must be unique"),
+        (lambda d: d.assign(idx=d["idx"].where(d.index != 9, 72)), 11, "idx must lie in 0..71"),
+        (
+            lambda d: d.assign(idx=d["idx"].astype(float).where(d.index != 4, 1.5)),
+            6,
+            "idx must be a non-negative integer",
+        ),
+        (
+            lambda d: d.assign(y=d["y"].where(d.index != 8, 2), g=d["g"].where(d.index != 8, 4)),
+            10,
+            "y must be < 2 (synth_waterbirds has 2 classes)",
+        ),
+        (lambda d: d.assign(s=d["s"].where(d.index != 2, -1)), 4, "s must be a non-negative integer"),
+        (lambda d: d.assign(g=d["g"].where(d.index != 12, 3)), 14, "g must equal y * 2 + s"),
+        (lambda d: d.assign(split=d["split"].where(d.index != 30, "training")), 32, "split must be one of"),
+    ],
+)
 def test_read_metadata_rejects_broken_rows(tmp_path, edit, line, rule):
     meta, _ = _dataset(tmp_path)
     edit(pd.read_csv(meta)).to_csv(meta, index=False)
@@ -230,15 +279,16 @@ def test_read_metadata_first_bad_row_and_unknown_dataset(tmp_path):
 
 # ------------------------------------------------------------ resume fingerprint
 def _train(resume, epochs=3, stop_after=None, input_files=None, run_params=None, seen=None):
+    from llr.data.inputs import ImageInputs
+    from llr.data.synthetic_images import synth_waterbirds
+    from llr.models.factory import build_model
     from llr.train.balancing import balance
-    from llr.data.synthetic_images import ImageInputs, synth_waterbirds
-    from llr.models.resnet import build_model
     from llr.train.erm import TrainConfig, train
 
     sizes = {"train": [12, 4, 4, 12], "val": [2] * 4, "test": [2] * 4}
     meta, images = synth_waterbirds(0, sizes, size=16)
     y = meta["y"].to_numpy()
-    g = (2 * y + meta["s"].to_numpy())
+    g = 2 * y + meta["s"].to_numpy()
     pool = np.flatnonzero(meta["split"].to_numpy() == "train")
     torch.manual_seed(0)
     model = build_model("resnet18-small", 2)
@@ -249,9 +299,22 @@ def _train(resume, epochs=3, stop_after=None, input_files=None, run_params=None,
         if e == stop_after:
             raise KeyboardInterrupt
 
-    return train(model, ImageInputs(images), y, g, pool, balance(g[pool], "none", None),
-                 TrainConfig(epochs=epochs, lr=1e-3, batch_size=16), seed=1, n_groups=4, resume=resume,
-                 on_epoch=on_epoch, progress=False, input_files=input_files, run_params=run_params)
+    return train(
+        model,
+        ImageInputs(images),
+        y,
+        g,
+        pool,
+        balance(g[pool], "none", None),
+        TrainConfig(epochs=epochs, lr=1e-3, batch_size=16),
+        seed=1,
+        n_groups=4,
+        resume=resume,
+        on_epoch=on_epoch,
+        progress=False,
+        input_files=input_files,
+        run_params=run_params,
+    )
 
 
 @pytest.mark.parametrize("change", ["none", "pretrained", "params"])

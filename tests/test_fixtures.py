@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llr.data import real as D
 from llr.data import fixtures as F
+from llr.data import real as D
 from llr.data.registry import SPLITS, get_spec
-from llr.reporting.tidy import PAPER_TABLE2
+from llr.reporting.table2 import PAPER_TABLE2
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
@@ -107,13 +107,15 @@ def test_waterbirds_layout(fx):
     d = root / "waterbirds" / "waterbird_complete95_forest2water2"
     lines = (d / "metadata.csv").read_text().splitlines()
     assert lines[0] == "img_id,img_filename,y,split,place,place_filename"
-    assert re.fullmatch(r"\d+,\d{3}\.[A-Za-z_]+/[A-Za-z_]+_\d{4}_\d+\.jpg,[01],[012],[01],/[a-z]/[a-z_/]+/\d{8}\.jpg",
-                        lines[1])
+    assert re.fullmatch(
+        r"\d+,\d{3}\.[A-Za-z_]+/[A-Za-z_]+_\d{4}_\d+\.jpg,[01],[012],[01],/[a-z]/[a-z_/]+/\d{8}\.jpg", lines[1]
+    )
     if SHARED.is_dir():  # the same shape as a real line
         real = (SHARED / "waterbirds" / "metadata.csv").read_text().splitlines()
         assert real[0] == lines[0]
-        assert re.fullmatch(r"\d+,\d{3}\.[A-Za-z_]+/[A-Za-z_]+_\d{4}_\d+\.jpg,[01],[012],[01],/[a-z]/[a-z_/]+/\d{8}\.jpg",
-                            real[1])
+        assert re.fullmatch(
+            r"\d+,\d{3}\.[A-Za-z_]+/[A-Za-z_]+_\d{4}_\d+\.jpg,[01],[012],[01],/[a-z]/[a-z_/]+/\d{8}\.jpg", real[1]
+        )
 
 
 def test_celeba_layout_crlf(fx):
@@ -160,7 +162,7 @@ def test_texts_load_signal_and_tokenize(fx, metas):
     hit = np.array([bool(set(re.findall(r"\w+", h.lower())) & core[c]) for (_, h), c in zip(pairs, mn["y"])])
     assert hit.mean() > 0.7
 
-    from llr.data.synthetic_text import load_tokenizer
+    from llr.data.tokens import load_tokenizer
 
     tok = load_tokenizer(str(root / "bert_vocab"))
     enc = tok(texts)["input_ids"] + tok([p for p, _ in pairs], [h for _, h in pairs])["input_ids"]
@@ -172,8 +174,12 @@ def test_deterministic_from_seed(tmp_path, fx):
     root, counts = fx
     again = F.write_fixtures(tmp_path / "a", seed=0, datasets=("civilcomments", "multinli"))
     assert again == {k: counts[k] for k in again}
-    for rel in ("civilcomments/civilcomments_v1.0/all_data_with_identities.csv", "multinli/metadata_random.csv",
-                "multinli/train.tsv", "bert_vocab/vocab.txt"):
+    for rel in (
+        "civilcomments/civilcomments_v1.0/all_data_with_identities.csv",
+        "multinli/metadata_random.csv",
+        "multinli/train.tsv",
+        "bert_vocab/vocab.txt",
+    ):
         assert (tmp_path / "a" / rel).read_bytes() == (root / rel).read_bytes(), rel
     F.write_fixtures(tmp_path / "b", seed=1, datasets=("civilcomments",))
     rel = "civilcomments/civilcomments_v1.0/all_data_with_identities.csv"
@@ -181,8 +187,13 @@ def test_deterministic_from_seed(tmp_path, fx):
 
 
 def test_cli_fixtures(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "llr", "fixtures", str(tmp_path / "fx"), "--seed", "3",
-                          "--datasets", "multinli"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "llr", "fixtures", str(tmp_path / "fx"), "--seed", "3", "--datasets", "multinli"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "multinli: groups (contradiction/no-negation" in out.stdout
     meta = D.prepare_real("multinli", tmp_path / "fx")

@@ -13,22 +13,30 @@ import pytest
 
 @pytest.fixture
 def env(tmp_path):
-    e = dict(os.environ, LLR_FORKSERVER="1", LLR_FORKSERVER_DIR=str(tmp_path / "fs"),
-             LLR_FORKSERVER_IDLE="30", LLR_FORKSERVER_PRELOAD="numpy,llr.cli")
+    e = dict(
+        os.environ,
+        LLR_FORKSERVER="1",
+        LLR_FORKSERVER_DIR=str(tmp_path / "fs"),
+        LLR_FORKSERVER_IDLE="30",
+        LLR_FORKSERVER_PRELOAD="numpy,llr.cli",
+    )
     return e
 
 
 def llr(args, env, cwd, **kw):
-    return subprocess.run([sys.executable, "-m", "llr", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, **kw)
+    return subprocess.run([sys.executable, "-m", "llr", *args], env=env, cwd=cwd, capture_output=True, text=True, **kw)
 
 
 def test_same_outputs_status_and_errors(tmp_path, env):
     plain = dict(env, LLR_FORKSERVER="0")
     meta = tmp_path / "meta.csv"
-    meta.write_text("idx,split,y,s,g\n" + "".join(
-        f"{i},{sp},{i % 2},{(i // 2) % 2},{2 * (i % 2) + (i // 2) % 2}\n"
-        for i, sp in enumerate(["train"] * 20 + ["val"] * 8 + ["test"] * 8)))
+    meta.write_text(
+        "idx,split,y,s,g\n"
+        + "".join(
+            f"{i},{sp},{i % 2},{(i // 2) % 2},{2 * (i % 2) + (i // 2) % 2}\n"
+            for i, sp in enumerate(["train"] * 20 + ["val"] * 8 + ["test"] * 8)
+        )
+    )
     args = ["split", "--dataset", "synth_waterbirds", "--metadata", str(meta), "--seed", "1", "--out"]
     a = llr(args + [str(tmp_path / "a.csv")], plain, tmp_path)
     b = llr(args + [str(tmp_path / "b.csv")], env, tmp_path)  # spawns the server
@@ -39,8 +47,10 @@ def test_same_outputs_status_and_errors(tmp_path, env):
     bad = llr(["split", "--dataset", "nope", "--metadata", str(meta), "--seed", "1", "--out", "x.csv"], env, tmp_path)
     from llr.data.registry import DATASETS
 
-    assert bad.returncode == 2 and bad.stderr.strip() == \
-        f"llr: error: unknown dataset 'nope'; expected one of {sorted(DATASETS)}"
+    assert (
+        bad.returncode == 2
+        and bad.stderr.strip() == f"llr: error: unknown dataset 'nope'; expected one of {sorted(DATASETS)}"
+    )
     assert not (tmp_path / "x.csv").exists()
 
 
@@ -50,8 +60,13 @@ def test_sigterm_reaches_the_job(tmp_path, env):
     fifo.parent.mkdir(parents=True)
     os.mkfifo(fifo)
     llr(["collect", "--kind", "analysis", "--out", "warm.csv", "/nonexistent"], env, tmp_path)  # start server
-    p = subprocess.Popen([sys.executable, "-m", "llr", "collect", "--kind", "analysis", "--out", "o.csv", str(fifo)],
-                         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "llr", "collect", "--kind", "analysis", "--out", "o.csv", str(fifo)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     time.sleep(1.0)
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=20)
@@ -155,8 +170,14 @@ def test_job_killed_by_sigkill_exits_like_a_plain_process(tmp_path, env):
     # the same seen from a shell: $? is 128 + 9
     import shlex
 
-    sh = subprocess.Popen(["sh", "-c", " ".join(map(shlex.quote, cmd)) + "; echo status=$?"], env=env,
-                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sh = subprocess.Popen(
+        ["sh", "-c", " ".join(map(shlex.quote, cmd)) + "; echo status=$?"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     jobs = _wait_for(lambda: _server_jobs(tmp_path / "fs"))
     assert len(jobs) == 1
     os.kill(jobs[0], signal.SIGKILL)

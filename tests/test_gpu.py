@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO, snakemake_env
 
 PY = sys.executable
@@ -148,8 +147,12 @@ def test_gpu_slots_shared_and_capped(tmp_path):
     2 holders per device nor two on one slot at once."""
     env = llr_env(LLR_GPUS=2, LLR_JOBS_PER_GPU=2, LLR_GPU_LOCK_DIR=tmp_path / "locks")
     n = 8
-    procs = [subprocess.Popen([PY, "-c", _WORKER, str(tmp_path / f"job{i}.json"), "1.5"], env=env,
-                              stderr=subprocess.PIPE, text=True) for i in range(n)]
+    procs = [
+        subprocess.Popen(
+            [PY, "-c", _WORKER, str(tmp_path / f"job{i}.json"), "1.5"], env=env, stderr=subprocess.PIPE, text=True
+        )
+        for i in range(n)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
@@ -179,17 +182,27 @@ def test_gpu_check_cpu_dry_mode():
     """`gpu_check.sh --cpu`: one table with every column, a row per model x
     job count, positive throughputs, rc 0."""
     env = llr_env()
-    r = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--cpu"], env=env,
-                       capture_output=True, text=True, timeout=150, cwd=REPO)
+    r = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--cpu"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        cwd=REPO,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     lines = r.stdout.splitlines()
     head = [i for i, l in enumerate(lines) if l.startswith("model ")]
     assert len(head) == 1, r.stdout
     cols = ("model", "input", "jobs", "unit", "pipeline/s", "ceiling/s", "ratio", "vs 1 job", "peak MiB/job")
     assert re.match(r"\s+".join(re.escape(c) for c in cols), lines[head[0]]), lines[head[0]]
-    rows = [l.split() for l in lines[head[0] + 2:head[0] + 6]]
-    assert [(r_[0], r_[2]) for r_ in rows] == [("resnet18", "1"), ("resnet18", "2"),
-                                               ("bert-2layer", "1"), ("bert-2layer", "2")], rows
+    rows = [l.split() for l in lines[head[0] + 2 : head[0] + 6]]
+    assert [(r_[0], r_[2]) for r_ in rows] == [
+        ("resnet18", "1"),
+        ("resnet18", "2"),
+        ("bert-2layer", "1"),
+        ("bert-2layer", "2"),
+    ], rows
     for r_ in rows:
         assert r_[3] in ("img/s", "seq/s") and float(r_[4]) > 0 and float(r_[5]) > 0
         assert float(r_[6]) == pytest.approx(float(r_[4]) / float(r_[5]), abs=0.01)
@@ -200,16 +213,23 @@ def test_gpu_check_cpu_dry_mode():
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has a GPU")
 def test_gpu_check_without_gpu_points_at_cpu_mode():
-    r = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh")], env=llr_env(), capture_output=True,
-                       text=True, timeout=60, cwd=REPO)
+    r = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh")],
+        env=llr_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert r.returncode == 2 and "no GPU found" in r.stderr and "--cpu" in r.stderr, r.stderr
 
 
 def _tree(root: Path) -> Path:
     (root / "a").mkdir(parents=True)
     np.save(root / "a" / "embeddings.npy", np.zeros((10, 4), np.float16))
-    (root / "a" / "metrics.json").write_text(json.dumps({"roles": {"test": {"wga": 0.5, "acc": [1, 2]}},
-                                                         "device": "cpu"}))
+    (root / "a" / "metrics.json").write_text(
+        json.dumps({"roles": {"test": {"wga": 0.5, "acc": [1, 2]}}, "device": "cpu"})
+    )
     pd.DataFrame({"x": [1, 2], "y": [3, 4]}).to_csv(root / "runs.csv", index=False)
     (root / "fig.png").write_bytes(b"png")
     return root
@@ -220,8 +240,9 @@ def test_compare_runs_same_shapes_and_each_difference(tmp_path):
 
     cpu = _tree(tmp_path / "cpu")
     gpu = _tree(tmp_path / "gpu")
-    (gpu / "a" / "metrics.json").write_text(json.dumps({"roles": {"test": {"wga": 0.9, "acc": [3, 4]}},
-                                                        "device": "cuda"}))  # other values, same keys
+    (gpu / "a" / "metrics.json").write_text(
+        json.dumps({"roles": {"test": {"wga": 0.9, "acc": [3, 4]}}, "device": "cuda"})
+    )  # other values, same keys
     (gpu / "fig.png").write_bytes(b"another picture")
     assert compare_runs(cpu, gpu) == []
     np.save(gpu / "a" / "embeddings.npy", np.zeros((10, 8), np.float16))

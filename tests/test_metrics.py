@@ -32,6 +32,8 @@ def test_weighted_mean_accuracy_waterbirds_style():
 
 
 def test_missing_group_is_nan_and_ignored_by_wga():
-    y = np.array([0, 0, 1]); g = np.array([0, 0, 2]); pred = np.array([0, 1, 1])
+    y = np.array([0, 0, 1])
+    g = np.array([0, 0, 2])
+    pred = np.array([0, 1, 1])
     m = evaluate(pred, y, g, 4)
     assert m["acc_by_group"][1] is None and m["wga"] == 0.5

@@ -5,18 +5,22 @@ import pytest
 import torch
 from torch import nn
 
-from llr.models.resnet import SmallInputConv2d, build_model, use_small_input_convs
+from llr.models.factory import build_model
+from llr.models.resnet import SmallInputConv2d, use_small_input_convs
 
 
-@pytest.mark.parametrize("cin,cout,k,stride,pad,size,bias", [
-    (64, 48, 3, 1, 1, 1, False),   # ResNet's last stage on a 1x1 map
-    (32, 48, 3, 2, 1, 2, False),   # its strided first convolution on a 2x2 map
-    (32, 48, 1, 2, 0, 2, True),    # the 1x1 downsample, with a bias
-    (8, 4, 3, 3, 1, 3, True),      # a 3x3 map, stride 3: one window, clipped
-    (8, 4, 3, 1, 0, 3, False),     # no padding: the whole kernel meets the input
-    (8, 4, 3, 1, 1, 2, False),     # 2x2 output: the ordinary convolution
-    (8, 4, 7, 2, 3, 5, False),     # ResNet's stem on a small input, 3x3 output
-])
+@pytest.mark.parametrize(
+    "cin,cout,k,stride,pad,size,bias",
+    [
+        (64, 48, 3, 1, 1, 1, False),  # ResNet's last stage on a 1x1 map
+        (32, 48, 3, 2, 1, 2, False),  # its strided first convolution on a 2x2 map
+        (32, 48, 1, 2, 0, 2, True),  # the 1x1 downsample, with a bias
+        (8, 4, 3, 3, 1, 3, True),  # a 3x3 map, stride 3: one window, clipped
+        (8, 4, 3, 1, 0, 3, False),  # no padding: the whole kernel meets the input
+        (8, 4, 3, 1, 1, 2, False),  # 2x2 output: the ordinary convolution
+        (8, 4, 7, 2, 3, 5, False),  # ResNet's stem on a small input, 3x3 output
+    ],
+)
 def test_small_input_conv_equals_conv2d(cin, cout, k, stride, pad, size, bias):
     torch.manual_seed(0)
     ref = nn.Conv2d(cin, cout, k, stride, pad, bias=bias).double()
@@ -74,7 +78,7 @@ def test_imagenet_weights_are_v1(monkeypatch, arch, enum):
     from llr.errors import LLRError
     from llr.models.resnet import imagenet_weights
 
-    want = getattr(getattr(torchvision.models, enum), "IMAGENET1K_V1")
+    want = getattr(torchvision.models, enum).IMAGENET1K_V1
     real = getattr(torchvision.models, arch)
     asked = []
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO, snakemake_env
 
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
@@ -67,8 +66,12 @@ def test_gpu_claims_exclusive_and_capped(tmp_path):
     """Six concurrent jobs on a simulated 2-GPU machine: each sees exactly one
     device, never two jobs on one device, never more than two at once."""
     env = llr_env(LLR_GPUS=2, LLR_GPU_LOCK_DIR=tmp_path / "locks")
-    procs = [subprocess.Popen([PY, "-c", _WORKER, str(tmp_path / f"job{i}.json"), "0.6"], env=env,
-                              stderr=subprocess.PIPE, text=True) for i in range(6)]
+    procs = [
+        subprocess.Popen(
+            [PY, "-c", _WORKER, str(tmp_path / f"job{i}.json"), "0.6"], env=env, stderr=subprocess.PIPE, text=True
+        )
+        for i in range(6)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
@@ -129,9 +132,16 @@ def test_slurm_profile_reads_environment():
     assert "slurm-status-command" not in p
     assert p["config"] == ["forkserver=False"]
     assert not any("slurm_partition" in r or "slurm_account" in r for r in p["default-resources"] + p["set-resources"])
-    p = _profile(REPO / "profiles/slurm/config.yaml",
-                 {"LLR_SLURM_ACCOUNT": "lab", "LLR_SLURM_PARTITION": "all", "LLR_SLURM_GPU_PARTITION": "gpu",
-                  "LLR_SLURM_STATUS_COMMAND": "squeue", "LLR_SLURM_CPUS_PER_GPU": "6"})
+    p = _profile(
+        REPO / "profiles/slurm/config.yaml",
+        {
+            "LLR_SLURM_ACCOUNT": "lab",
+            "LLR_SLURM_PARTITION": "all",
+            "LLR_SLURM_GPU_PARTITION": "gpu",
+            "LLR_SLURM_STATUS_COMMAND": "squeue",
+            "LLR_SLURM_CPUS_PER_GPU": "6",
+        },
+    )
     assert "slurm_account='lab'" in p["default-resources"]
     assert "slurm_partition='all'" in p["default-resources"]  # quoted: `all` is a Python builtin
     assert "erm:slurm_partition='gpu'" in p["set-resources"]
@@ -141,14 +151,40 @@ def test_slurm_profile_reads_environment():
 
 
 # ------------------------------------------------------------ preemption
-ERM_PARAMS = {"arch": "resnet18-small", "epochs": 4, "lr": 1e-3, "batch_size": 16, "schedule": "cosine",
-              "threads": 1, "device": "cpu"}
+ERM_PARAMS = {
+    "arch": "resnet18-small",
+    "epochs": 4,
+    "lr": 1e-3,
+    "batch_size": 16,
+    "schedule": "cosine",
+    "threads": 1,
+    "device": "cpu",
+}
 
 
 def _erm_cmd(d: Path, outdir: Path, params: dict) -> list[str]:
-    return [PY, "-m", "llr", "erm", "--dataset", "synth_waterbirds", "--metadata", str(d / "meta.csv"),
-            "--split", str(d / "split.csv"), "--inputs", str(d / "inputs.npy"), "--cell", "train_none",
-            "--seed", "1", "--params", json.dumps(params), "--outdir", str(outdir)]
+    return [
+        PY,
+        "-m",
+        "llr",
+        "erm",
+        "--dataset",
+        "synth_waterbirds",
+        "--metadata",
+        str(d / "meta.csv"),
+        "--split",
+        str(d / "split.csv"),
+        "--inputs",
+        str(d / "inputs.npy"),
+        "--cell",
+        "train_none",
+        "--seed",
+        "1",
+        "--params",
+        json.dumps(params),
+        "--outdir",
+        str(outdir),
+    ]
 
 
 def _same_run(a: Path, b: Path) -> None:
@@ -165,14 +201,49 @@ def _same_run(a: Path, b: Path) -> None:
 
 def test_erm_sigterm_then_rerun_resumes_exactly(tmp_path):
     env = llr_env()
-    gen = {"seed": 0, "image_size": 16, "core_contrast": 0.3, "noise": 0.08,
-           "sizes": {"train": [60, 8, 8, 20], "val": [10, 10, 10, 10], "test": [10, 10, 10, 10]}}
-    subprocess.run([PY, "-m", "llr", "prepare", "--dataset", "synth_waterbirds", "--params", json.dumps(gen),
-                    "--out-metadata", str(tmp_path / "meta.csv"), "--out-inputs", str(tmp_path / "inputs.npy")],
-                   env=env, check=True)
-    subprocess.run([PY, "-m", "llr", "split", "--dataset", "synth_waterbirds", "--metadata",
-                    str(tmp_path / "meta.csv"), "--seed", "1", "--out", str(tmp_path / "split.csv")],
-                   env=env, check=True)
+    gen = {
+        "seed": 0,
+        "image_size": 16,
+        "core_contrast": 0.3,
+        "noise": 0.08,
+        "sizes": {"train": [60, 8, 8, 20], "val": [10, 10, 10, 10], "test": [10, 10, 10, 10]},
+    }
+    subprocess.run(
+        [
+            PY,
+            "-m",
+            "llr",
+            "prepare",
+            "--dataset",
+            "synth_waterbirds",
+            "--params",
+            json.dumps(gen),
+            "--out-metadata",
+            str(tmp_path / "meta.csv"),
+            "--out-inputs",
+            str(tmp_path / "inputs.npy"),
+        ],
+        env=env,
+        check=True,
+    )
+    subprocess.run(
+        [
+            PY,
+            "-m",
+            "llr",
+            "split",
+            "--dataset",
+            "synth_waterbirds",
+            "--metadata",
+            str(tmp_path / "meta.csv"),
+            "--seed",
+            "1",
+            "--out",
+            str(tmp_path / "split.csv"),
+        ],
+        env=env,
+        check=True,
+    )
     ref, cut = tmp_path / "uninterrupted", tmp_path / "interrupted"
     subprocess.run(_erm_cmd(tmp_path, ref, ERM_PARAMS), env=env, check=True, capture_output=True)
 
@@ -206,8 +277,9 @@ def test_erm_sigterm_then_rerun_resumes_exactly(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "resume.pt").write_bytes(saved)
-    r = subprocess.run(_erm_cmd(tmp_path, other, {**ERM_PARAMS, "epochs": 1}), env=env, check=True,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        _erm_cmd(tmp_path, other, {**ERM_PARAMS, "epochs": 1}), env=env, check=True, capture_output=True, text=True
+    )
     assert "ignoring" in r.stdout and "resumed from" not in r.stdout, r.stdout
     assert len(pd.read_csv(other / "log.csv")) == 1
 
@@ -226,8 +298,23 @@ def test_cache_second_workflow_trains_nothing(tmp_path):
     for name in ("first", "second"):
         d = tmp_path / name
         d.mkdir()
-        cmd = [PY, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(d), "--configfile",
-               str(TINY), "--cores", "2", f"{cell}/metrics.json", "--cache", "pretrain", "erm"]
+        cmd = [
+            PY,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(d),
+            "--configfile",
+            str(TINY),
+            "--cores",
+            "2",
+            f"{cell}/metrics.json",
+            "--cache",
+            "pretrain",
+            "erm",
+        ]
         r = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         runs[name] = r.stdout + r.stderr
@@ -249,16 +336,24 @@ def test_cache_second_workflow_trains_nothing(tmp_path):
     for f in cache.rglob("*"):
         assert f.stat().st_mode & 0o777 & mask == 0, (f, oct(f.stat().st_mode))
     assert not list((second / "results").rglob("resume.pt"))
-    assert json.loads((second / cell / "metrics.json").read_text()) == \
-        json.loads((first / cell / "metrics.json").read_text())
+    assert json.loads((second / cell / "metrics.json").read_text()) == json.loads(
+        (first / cell / "metrics.json").read_text()
+    )
 
 
 # ------------------------------------------------------------ a real SLURM cluster
 @pytest.mark.slurm
-@pytest.mark.skipif(os.environ.get("LLR_TEST_SLURM") != "1",
-                    reason="set LLR_TEST_SLURM=1 (root; about 13 min on 2 cores)")
+@pytest.mark.skipif(
+    os.environ.get("LLR_TEST_SLURM") != "1", reason="set LLR_TEST_SLURM=1 (root; about 13 min on 2 cores)"
+)
 def test_tiny_workflow_on_local_slurm(tmp_path):
     script = REPO / "tests" / "slurm" / "run_local_slurm.sh"
-    r = subprocess.run(["bash", str(script), str(tmp_path / "slurm")], cwd=tmp_path, env=snakemake_env(),
-                       capture_output=True, text=True, timeout=2400)
+    r = subprocess.run(
+        ["bash", str(script), str(tmp_path / "slurm")],
+        cwd=tmp_path,
+        env=snakemake_env(),
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
     assert r.returncode == 0 and "PASS" in r.stdout, r.stdout[-5000:] + r.stderr[-5000:]

@@ -1,6 +1,6 @@
-"""Table 2 (llr.reporting.tidy): counts and train proportions per dataset x group, the
-paper's printed counts, and the real Waterbirds/CelebA metadata when
-../shared/datasets is present."""
+"""Table 2 (llr.reporting.table2): counts and train proportions per dataset x group, the
+paper's printed counts, and the real Waterbirds/CelebA metadata when ../shared/datasets is
+present; the tidy collectors (llr.reporting.tidy)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llr.reporting import tidy as tables
-from llr.data.registry import standardize, get_spec
+from llr.data.registry import get_spec, standardize
 from llr.errors import LLRError
+from llr.reporting import table2
+from llr.reporting import tidy as tables
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 
@@ -20,16 +21,20 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 def _meta(name: str, counts: dict[str, list[int]]) -> pd.DataFrame:
     """A standardized metadata table with the given group counts per split."""
     spec = get_spec(name)
-    recs = [(sp, g // spec.n_spurious, g % spec.n_spurious)
-            for sp, cs in counts.items() for g, c in enumerate(cs) for _ in range(c)]
+    recs = [
+        (sp, g // spec.n_spurious, g % spec.n_spurious)
+        for sp, cs in counts.items()
+        for g, c in enumerate(cs)
+        for _ in range(c)
+    ]
     df = pd.DataFrame(recs, columns=["split", "y", "s"])
     return standardize(df, spec, "test")
 
 
 def test_table2_values_synthetic():
     counts = {"train": [8, 2, 1, 4, 3, 2], "val": [1] * 6, "test": [2] * 6}
-    df = tables.table2({"synth_multinli": _meta("synth_multinli", counts)})
-    assert list(df.columns) == list(tables.TABLE2_COLUMNS)
+    df = table2.table2({"synth_multinli": _meta("synth_multinli", counts)})
+    assert list(df.columns) == list(table2.TABLE2_COLUMNS)
     assert len(df) == 6
     assert df["g"].tolist() == list(range(6))
     assert df["y"].tolist() == [0, 0, 1, 1, 2, 2] and df["s"].tolist() == [0, 1] * 3
@@ -43,37 +48,39 @@ def test_table2_values_synthetic():
     np.testing.assert_allclose(df["p_y_given_s"], [8 / 12, 2 / 8, 1 / 12, 4 / 8, 3 / 12, 2 / 8])
     np.testing.assert_allclose(df.groupby("s")["p_y_given_s"].sum(), [1.0, 1.0])
     # synthetic datasets have no paper counts
-    assert tables.compare_table2(df).empty
-    md = tables.table2_markdown(df)
+    assert table2.compare_table2(df).empty
+    md = table2.table2_markdown(df)
     assert md.count("\n| synth_multinli |") == 6 and "contradiction / negation" in md
 
 
 def test_compare_with_paper_and_markdown():
-    wb = {sp: list(c) for sp, c in tables.PAPER_TABLE2["waterbirds"].items()}
+    wb = {sp: list(c) for sp, c in table2.PAPER_TABLE2["waterbirds"].items()}
     wb["test"] = [2255, 2255, 642, 642]  # what the metadata file holds
-    metas = {"waterbirds": _meta("waterbirds", wb),
-             "synth_waterbirds": _meta("synth_waterbirds", {sp: [3, 1, 1, 3] for sp in ("train", "val", "test")})}
-    df = tables.table2(metas)
+    metas = {
+        "waterbirds": _meta("waterbirds", wb),
+        "synth_waterbirds": _meta("synth_waterbirds", {sp: [3, 1, 1, 3] for sp in ("train", "val", "test")}),
+    }
+    df = table2.table2(metas)
     assert df["dataset"].tolist() == ["waterbirds"] * 4 + ["synth_waterbirds"] * 4
-    cmp = tables.compare_table2(df)
+    cmp = table2.compare_table2(df)
     assert list(cmp.columns) == ["dataset", "g", "split", "paper", "ours", "match"]
     assert len(cmp) == 12 and set(cmp["dataset"]) == {"waterbirds"}
     bad = cmp[~cmp["match"]]
     assert bad[["g", "split", "paper", "ours"]].values.tolist() == [[0, "test", 2225, 2255], [1, "test", 2225, 2255]]
-    md = tables.table2_markdown(df)
+    md = table2.table2_markdown(df)
     assert "paper 2225, ours 2255" in md and "5794" in md
     assert "| waterbirds | landbird / land | 0 | 3,498 | 467 | 2,255 |" in md
 
 
 def test_paper_table2_consistent():
-    for name, t in tables.PAPER_TABLE2.items():
+    for name, t in table2.PAPER_TABLE2.items():
         spec = get_spec(name)
         assert set(t) == {"train", "val", "test"}
         assert all(len(c) == spec.n_groups for c in t.values())
     # split sizes of the standard benchmarks (WILDS CivilComments, group_DRO MultiNLI)
-    assert [sum(c) for c in tables.PAPER_TABLE2["civilcomments"].values()] == [269038, 45180, 133782]
-    assert [sum(c) for c in tables.PAPER_TABLE2["multinli"].values()] == [206175, 82462, 123712]
-    assert [sum(c) for c in tables.PAPER_TABLE2["celeba"].values()] == [162770, 19867, 19962]
+    assert [sum(c) for c in table2.PAPER_TABLE2["civilcomments"].values()] == [269038, 45180, 133782]
+    assert [sum(c) for c in table2.PAPER_TABLE2["multinli"].values()] == [206175, 82462, 123712]
+    assert [sum(c) for c in table2.PAPER_TABLE2["celeba"].values()] == [162770, 19867, 19962]
 
 
 def test_write_table2(tmp_path):
@@ -86,7 +93,7 @@ def test_write_table2(tmp_path):
         m.to_csv(p, index=False)
         paths.append(str(p))
     out_csv, out_md = tmp_path / "tables" / "table2.csv", tmp_path / "tables" / "table2.md"
-    df = tables.write_table2(paths, out_csv, out_md)
+    df = table2.write_table2(paths, out_csv, out_md)
     back = pd.read_csv(out_csv)
     assert back["dataset"].tolist() == ["synth_waterbirds"] * 4 + ["synth_multinli"] * 6
     pd.testing.assert_frame_equal(back, df, check_dtype=False)
@@ -98,7 +105,7 @@ def test_write_table2(tmp_path):
     odd.write_text(Path(paths[0]).read_text())
     for bad in ([str(odd)], [str(tmp_path / "missing" / "metadata.csv")]):
         with pytest.raises(LLRError) as e:
-            tables.write_table2(bad, tmp_path / "t2" / "a.csv", tmp_path / "t2" / "a.md")
+            table2.write_table2(bad, tmp_path / "t2" / "a.csv", tmp_path / "t2" / "a.md")
         assert "\n" not in str(e.value)
         assert not (tmp_path / "t2").exists() or list((tmp_path / "t2").iterdir()) == []
 
@@ -112,7 +119,7 @@ def test_table2_real(tmp_path):
         out = tmp_path / "results" / name / "metadata.csv"
         prepare(name, SHARED, out)
         paths.append(str(out))
-    df = tables.write_table2(paths, tmp_path / "table2.csv", tmp_path / "table2.md")
+    df = table2.write_table2(paths, tmp_path / "table2.csv", tmp_path / "table2.md")
     wb = df[df["dataset"] == "waterbirds"]
     assert wb["train"].tolist() == [3498, 184, 56, 1057]
     assert wb["val"].tolist() == [467, 466, 133, 133]
@@ -129,7 +136,7 @@ def test_table2_real(tmp_path):
     np.testing.assert_allclose(ce["p_g"].iloc[3], 1387 / n)
     np.testing.assert_allclose(ce["p_y"].iloc[2], (22880 + 1387) / n)
     np.testing.assert_allclose(ce["p_y_given_s"].iloc[3], 1387 / (66874 + 1387))
-    cmp = tables.compare_table2(df)
+    cmp = table2.compare_table2(df)
     assert len(cmp) == 24
     bad = cmp[~cmp["match"]]
     assert bad[["dataset", "g", "split"]].values.tolist() == [["waterbirds", 0, "test"], ["waterbirds", 1, "test"]]
@@ -149,9 +156,17 @@ def _runs(tmp_path):
     erm = base / "erm" / "train_none" / "metrics.json"
     write_json(erm, {"roles": {"test": _role([1.0, 0.5, None, 0.75])}, "nc1": {"train": 0.3, "heldout": 0.4}})
     afr = base / "lastlayer" / "train_none" / "afr" / "heldout_ratio0.5" / "metrics.json"
-    write_json(afr, {"metrics": {"val": _role([0.9, 0.8, 0.7, 0.6]), "test": _role([0.5, 0.6, 0.7, 0.8])},
-                     "effective_group_ratio": 0.25, "heldout_group_ratio": 0.5, "train_group_ratio": 0.125,
-                     "heldout_construction": "subset", "afr": {"gamma": 4.5, "lambda": 0.1, "val_wga": 0.6}})
+    write_json(
+        afr,
+        {
+            "metrics": {"val": _role([0.9, 0.8, 0.7, 0.6]), "test": _role([0.5, 0.6, 0.7, 0.8])},
+            "effective_group_ratio": 0.25,
+            "heldout_group_ratio": 0.5,
+            "train_group_ratio": 0.125,
+            "heldout_construction": "subset",
+            "afr": {"gamma": 4.5, "lambda": 0.1, "val_wga": 0.6},
+        },
+    )
     llr = base / "lastlayer" / "train_none" / "llr" / "full" / "metrics.json"
     write_json(llr, {"metrics": {"test": _role([0.1, 0.2, 0.3, 0.4])}, "heldout_construction": "full"})
     return erm, afr, llr
@@ -166,11 +181,19 @@ def test_collect_runs_columns_and_last_layer_info(tmp_path):
     pd.testing.assert_frame_equal(back, df, check_dtype=False)
     erm = df[df["method"] == "erm"]
     assert erm["heldout"].tolist() == ["-"] * 4 and erm["acc"].isna().tolist() == [False, False, True, False]
-    for c in ("effective_group_ratio", "heldout_group_ratio", "train_group_ratio", "heldout_construction",
-              "afr_gamma", "afr_lambda"):
+    for c in (
+        "effective_group_ratio",
+        "heldout_group_ratio",
+        "train_group_ratio",
+        "heldout_construction",
+        "afr_gamma",
+        "afr_lambda",
+    ):
         assert erm[c].isna().all(), c
     afr = df[df["method"] == "afr"]
-    assert afr["heldout"].unique().tolist() == ["heldout_ratio0.5"] and afr["role"].tolist() == ["test"] * 4 + ["val"] * 4  # keys sorted on write
+    assert (
+        afr["heldout"].unique().tolist() == ["heldout_ratio0.5"] and afr["role"].tolist() == ["test"] * 4 + ["val"] * 4
+    )  # keys sorted on write
     assert (afr["effective_group_ratio"] == 0.25).all() and (afr["heldout_group_ratio"] == 0.5).all()
     assert (afr["train_group_ratio"] == 0.125).all() and (afr["heldout_construction"] == "subset").all()
     assert (afr["afr_gamma"] == 4.5).all() and (afr["afr_lambda"] == 0.1).all()
@@ -208,8 +231,9 @@ def test_collect_runs_refuses_edited_truncated_and_foreign_json(tmp_path):
 
 def _log(path, epochs=3, drop=()):
     path.parent.mkdir(parents=True, exist_ok=True)
-    d = pd.DataFrame({"epoch": np.arange(1, epochs + 1), "train_loss": 0.5, "lr": 1e-3, "seconds": 1.0,
-                      "test_wga": 0.5})
+    d = pd.DataFrame(
+        {"epoch": np.arange(1, epochs + 1), "train_loss": 0.5, "lr": 1e-3, "seconds": 1.0, "test_wga": 0.5}
+    )
     d.drop(columns=list(drop)).to_csv(path, index=False)
     return path
 
@@ -250,13 +274,23 @@ def test_collect_analysis_checks_columns(tmp_path):
     a = tmp_path / "results" / "synth_waterbirds" / "seed1" / "analysis"
     a.mkdir(parents=True)
     pd.DataFrame({"epoch": [1, 2], "directional_error": [0.5, 0.4]}).to_csv(a / "svm_convergence.csv", index=False)
-    pd.DataFrame({"seed": 1, "epoch": [5], "group": [0], "min_margin": [0.1], "avg_margin": [0.2], "n_train": [9],
-                  "test_acc": [0.8]}).to_csv(a / "margins.csv", index=False)
+    pd.DataFrame(
+        {
+            "seed": 1,
+            "epoch": [5],
+            "group": [0],
+            "min_margin": [0.1],
+            "avg_margin": [0.2],
+            "n_train": [9],
+            "test_acc": [0.8],
+        }
+    ).to_csv(a / "margins.csv", index=False)
     df = tables.collect_analysis([str(a / "svm_convergence.csv")], tmp_path / "svm.csv")
     assert list(df.columns) == ["dataset", "seed", "epoch", "directional_error"] and len(df) == 2
     assert len(tables.collect_analysis([str(a / "margins.csv")], tmp_path / "m.csv")) == 1
-    pd.DataFrame({"epoch": [5], "group": [0], "min_margin": [0.1], "n_train": [9], "test_acc": [0.8],
-                  "seed": 1}).to_csv(a / "margins.csv", index=False)
+    pd.DataFrame(
+        {"epoch": [5], "group": [0], "min_margin": [0.1], "n_train": [9], "test_acc": [0.8], "seed": 1}
+    ).to_csv(a / "margins.csv", index=False)
     with pytest.raises(LLRError) as e:
         tables.collect_analysis([str(a / "margins.csv")], tmp_path / "x.csv")
     assert str(e.value).startswith(f"{a / 'margins.csv'}: column 'avg_margin' missing")

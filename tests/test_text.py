@@ -1,4 +1,6 @@
-"""The synthetic text benchmark, tokenizers, token caches and the BERT path."""
+"""The synthetic text benchmark (llr.data.synthetic_text), tokenizers and token caches
+(llr.data.tokens, llr.data.inputs.TextInputs), the prepare/pretrain glue and BERT
+(llr.models.bert)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,11 @@ import pytest
 import torch
 
 from llr.data import synthetic_text as T
+from llr.data.inputs import TextInputs
+from llr.data.synthetic_text_tokens import prepare_synthetic_text, pretrain_inputs
+from llr.data.tokens import load_tokenizer, synthetic_vocab, tokenize_cache
 from llr.errors import LLRError
+from llr.models.bert import BERT_ARCHS, BertClassifier, build_bert, save_backbone
 
 SMALL = {
     "train": [30, 8, 30, 4, 30, 5],
@@ -19,7 +25,7 @@ SMALL = {
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    return T.load_tokenizer("synthetic", tmp_path_factory.mktemp("tok"))
+    return load_tokenizer("synthetic", tmp_path_factory.mktemp("tok"))
 
 
 def test_generation_is_deterministic():
@@ -36,14 +42,16 @@ def test_changing_one_group_leaves_others():
     a = T.generate_synthetic_text(3, SMALL)
     sizes = dict(SMALL, train=[30, 8, 30, 9, 30, 5])
     b = T.generate_synthetic_text(3, sizes)
+
     def pick(df, g):
         return sorted(df.loc[(df.split == "train") & (df.y * 2 + df.s == g), "text"])
 
     for g in (0, 1, 2, 4, 5):
         assert pick(a, g) == pick(b, g)
     assert set(pick(a, 3)) < set(pick(b, 3))
-    pd.testing.assert_frame_equal(a[a.split != "train"].reset_index(drop=True),
-                                  b[b.split != "train"].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        a[a.split != "train"].reset_index(drop=True), b[b.split != "train"].reset_index(drop=True)
+    )
 
 
 def test_group_counts_equal_sizes():
@@ -53,7 +61,7 @@ def test_group_counts_equal_sizes():
         assert np.bincount(sub.y * 2 + sub.s, minlength=6).tolist() == counts
     # defaults: MultiNLI's shape, usable minority groups
     sizes = T.resolve_sizes(None)
-    for split, counts in sizes.items():
+    for counts in sizes.values():
         assert counts[1] > counts[3] + counts[5]  # negation goes with contradiction
         assert all(counts[g] < counts[g - 1] for g in (1, 3, 5))
     train = np.array(sizes["train"]).reshape(3, 2)
@@ -91,7 +99,7 @@ def test_spurious_token_iff_s_and_key():
     lengths = df["text"].str.split().str.len()
     assert lengths.between(T.MIN_WORDS, T.MAX_WORDS).all()
     words = set(w for t in df["text"] for w in t.split())
-    assert words <= set(T.synthetic_vocab())
+    assert words <= set(synthetic_vocab())
     clean = T.generate_synthetic_text(1, SMALL, core_noise=0.0)
     assert (clean["text"].map(T.core_class) == clean["y"]).all()
     assert not clean["text"].map(T.is_weak).any()
@@ -143,22 +151,22 @@ def test_tokenizer_round_trip(tok):
         assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
         assert tok.unk_token_id not in ids
         assert tok.decode(ids, skip_special_tokens=True) == t
-    assert len(tok) == len(T.synthetic_vocab())
+    assert len(tok) == len(synthetic_vocab())
     assert tok.convert_ids_to_tokens(list(range(5))) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     # the written folder loads through the generic path too
-    again = T.load_tokenizer(tok.name_or_path)
+    again = load_tokenizer(tok.name_or_path)
     assert again(df["text"][0])["input_ids"] == tok(df["text"][0])["input_ids"]
 
 
 def test_real_tokenizer_offline_error(tmp_path):
     with pytest.raises(LLRError, match="model path"):
-        T.load_tokenizer(str(tmp_path / "no-such-model"))
+        load_tokenizer(str(tmp_path / "no-such-model"))
 
 
 def test_token_cache_shapes_padding_and_reuse(tok, tmp_path):
     texts = ["the dog agrees with the cat", "a cat", "the old man never disputes over a red car today"]
     out = tmp_path / "cache" / "tokens.npz"
-    T.tokenize_cache(texts, tok, 64, out)
+    tokenize_cache(texts, tok, 64, out)
     z = np.load(out)
     lengths = [len(t.split()) + 2 for t in texts]
     assert z["input_ids"].shape == (3, max(lengths))
@@ -167,14 +175,14 @@ def test_token_cache_shapes_padding_and_reuse(tok, tmp_path):
     assert z["input_ids"].dtype == np.int32 and z["token_type_ids"].shape == (3, max(lengths))
     assert [p.name for p in out.parent.iterdir()] == ["tokens.npz"]  # no temporary left
     mtime = out.stat().st_mtime_ns
-    T.tokenize_cache(texts, tok, 64, out)
+    tokenize_cache(texts, tok, 64, out)
     assert out.stat().st_mtime_ns == mtime  # same inputs: kept
-    T.tokenize_cache(texts, tok, 5, out)  # truncation, different length: rewritten
+    tokenize_cache(texts, tok, 5, out)  # truncation, different length: rewritten
     assert np.load(out)["input_ids"].shape == (3, 5)
-    T.tokenize_cache(texts, tok, 16, out, pad_to_max=True)
+    tokenize_cache(texts, tok, 16, out, pad_to_max=True)
     assert np.load(out)["input_ids"].shape == (3, 16)
     # pairs get segment ids
-    T.tokenize_cache([("the dog", "a cat sits")], tok, 64, tmp_path / "pairs.npz")
+    tokenize_cache([("the dog", "a cat sits")], tok, 64, tmp_path / "pairs.npz")
     zp = np.load(tmp_path / "pairs.npz")
     assert zp["token_type_ids"].tolist() == [[0, 0, 0, 0, 1, 1, 1, 1]]
 
@@ -185,15 +193,15 @@ def test_token_cache_atomic_on_failure(tok, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(T.np, "savez", boom)
+    monkeypatch.setattr(np, "savez", boom)
     with pytest.raises(RuntimeError):
-        T.tokenize_cache(["a cat"], tok, 8, out)
+        tokenize_cache(["a cat"], tok, 8, out)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_text_inputs_batch(tok, tmp_path):
     texts = ["a cat", "the dog agrees with the cat", "a dog"]
-    inputs = T.TextInputs(T.tokenize_cache(texts, tok, 64, tmp_path / "t.npz"))
+    inputs = TextInputs(tokenize_cache(texts, tok, 64, tmp_path / "t.npz"))
     assert inputs.n == 3 and len(inputs) == 3
     b = inputs.batch(np.array([2, 0]), train=True, gen=torch.Generator())
     assert set(b) == {"input_ids", "attention_mask", "token_type_ids"}
@@ -201,12 +209,12 @@ def test_text_inputs_batch(tok, tmp_path):
     assert b["input_ids"][1].tolist() == tok("a cat")["input_ids"]
     assert inputs.batch(np.array([1]), train=False, gen=None)["input_ids"].shape == (1, 8)
     with pytest.raises(LLRError, match="missing"):
-        T.TextInputs(tmp_path / "nope.npz")
+        TextInputs(tmp_path / "nope.npz")
 
 
 def test_build_bert_shapes_and_no_decay(tok):
     torch.manual_seed(0)
-    m = T.build_bert("bert-tiny-synth", 3)
+    m = build_bert("bert-tiny-synth", 3)
     assert m.dim == 64 and m.backbone.bert.config.vocab_size == len(tok)
     b = {k: torch.tensor(v) for k, v in tok(["the dog agrees with", "a cat"], padding=True).items()}
     m.eval()
@@ -230,40 +238,45 @@ def test_build_bert_configs_and_errors(tmp_path):
     from transformers import BertConfig
 
     with pytest.raises(LLRError, match="unknown BERT"):
-        T.build_bert("bert-huge", 2)
+        build_bert("bert-huge", 2)
     with pytest.raises(LLRError, match="unknown option"):
-        T.build_bert("bert-tiny-synth", 2, colour="red")
+        build_bert("bert-tiny-synth", 2, colour="red")
     with pytest.raises(LLRError, match="model path"):
-        T.build_bert("bert-tiny", 2, pretrained_path=str(tmp_path / "nothing-here"))
+        build_bert("bert-tiny", 2, pretrained_path=str(tmp_path / "nothing-here"))
     with pytest.raises(LLRError, match="model path"):
-        T.build_bert("bert-tiny", 2, pretrained_path="no-such-org/no-such-bert")
-    small = T.build_bert("bert-tiny-synth", 2, hidden_size=32, intermediate_size=64)
+        build_bert("bert-tiny", 2, pretrained_path="no-such-org/no-such-bert")
+    small = build_bert("bert-tiny-synth", 2, hidden_size=32, intermediate_size=64)
     assert small.dim == 32
     # bert-tiny's published shape (random init here; no downloads in tests)
-    cfg = T.BERT_ARCHS["bert-tiny"][1]
-    assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["intermediate_size"]) == (128, 2, 2, 512)
+    cfg = BERT_ARCHS["bert-tiny"][1]
+    assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["intermediate_size"]) == (
+        128,
+        2,
+        2,
+        512,
+    )
     assert BertConfig(**cfg).hidden_size == 128
 
 
 def test_backbone_save_and_load(tmp_path, tok):
     torch.manual_seed(1)
-    m = T.build_bert("bert-tiny-synth", 6)
+    m = build_bert("bert-tiny-synth", 6)
     b = {k: torch.tensor(v) for k, v in tok(["the dog agrees with"]).items()}
     m.eval()
     ref = m.embed(b)
-    folder = T.save_backbone(m, tmp_path / "pretrained")
-    m2 = T.build_bert("bert-tiny-synth", 3, pretrained_path=str(folder)).eval()
+    folder = save_backbone(m, tmp_path / "pretrained")
+    m2 = build_bert("bert-tiny-synth", 3, pretrained_path=str(folder)).eval()
     assert torch.allclose(m2.embed(b), ref, atol=1e-6)
     torch.save(m.state_dict(), tmp_path / "clf.pt")
-    m3 = T.build_bert("bert-tiny-synth", 3, pretrained_path=str(tmp_path / "clf.pt")).eval()
+    m3 = build_bert("bert-tiny-synth", 3, pretrained_path=str(tmp_path / "clf.pt")).eval()
     assert torch.allclose(m3.embed(b), ref, atol=1e-6)
 
 
 def test_build_model_dispatches_to_bert():
-    from llr.models.resnet import build_model
+    from llr.models.factory import build_model
 
     m = build_model("bert-tiny-synth", 3)
-    assert isinstance(m, T.BertClassifier)
+    assert isinstance(m, BertClassifier)
 
 
 def test_tiny_training_fits_balanced_set(tok, tmp_path):
@@ -271,14 +284,17 @@ def test_tiny_training_fits_balanced_set(tok, tmp_path):
     torch.manual_seed(0)
     train = T.pretrain_text(0, 240, core_noise=0.0)
     test = T.pretrain_text(1, 120, core_noise=0.0)
-    tr = T.TextInputs(T.tokenize_cache(train["text"].tolist(), tok, 64, tmp_path / "tr.npz"))
-    te = T.TextInputs(T.tokenize_cache(test["text"].tolist(), tok, 64, tmp_path / "te.npz"))
-    m = T.build_bert("bert-tiny-synth", 3)
+    tr = TextInputs(tokenize_cache(train["text"].tolist(), tok, 64, tmp_path / "tr.npz"))
+    te = TextInputs(tokenize_cache(test["text"].tolist(), tok, 64, tmp_path / "te.npz"))
+    m = build_bert("bert-tiny-synth", 3)
     nd = m.no_decay_names()
-    opt = torch.optim.AdamW([
-        {"params": [p for n, p in m.named_parameters() if n not in nd], "weight_decay": 1e-4},
-        {"params": [p for n, p in m.named_parameters() if n in nd], "weight_decay": 0.0},
-    ], lr=1e-3)
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for n, p in m.named_parameters() if n not in nd], "weight_decay": 1e-4},
+            {"params": [p for n, p in m.named_parameters() if n in nd], "weight_decay": 0.0},
+        ],
+        lr=1e-3,
+    )
     y = torch.tensor(train["y"].values)
     rng = np.random.default_rng(0)
     m.train()
@@ -300,14 +316,14 @@ def test_prepare_synthetic_text_and_pretrain_inputs(tmp_path):
 
     spec = get_spec("synth_multinli")
     params = {"seed": 2, "sizes": SMALL, "core_noise": 0.1, "tokenizer_dir": str(tmp_path / "tok")}
-    T.prepare_synthetic_text(spec, params, tmp_path / "metadata.csv", tmp_path / "tokens.npz")
+    prepare_synthetic_text(spec, params, tmp_path / "metadata.csv", tmp_path / "tokens.npz")
     meta = read_metadata(tmp_path / "metadata.csv")
     assert list(meta.columns) == ["idx", "split", "y", "s", "g", "text"]
     assert meta["text"].tolist() == T.generate_synthetic_text(2, SMALL, core_noise=0.1)["text"].tolist()
-    inputs = T.TextInputs(tmp_path / "tokens.npz")
+    inputs = TextInputs(tmp_path / "tokens.npz")
     assert inputs.n == len(meta)
     assert (inputs.lengths == meta["text"].str.split().str.len().to_numpy() + 2).all()
-    src, labels, model_kw = T.pretrain_inputs(spec, {}, 5, 4, str(tmp_path / "tok"))
+    src, labels, model_kw = pretrain_inputs(spec, {}, 5, 4, str(tmp_path / "tok"))
     assert src.n == 24 and np.bincount(labels).tolist() == [4] * 6
-    m = T.build_bert("bert-tiny-synth", spec.n_groups, **model_kw).eval()
+    m = build_bert("bert-tiny-synth", spec.n_groups, **model_kw).eval()
     assert m(src.batch(np.arange(3), False, None)).shape == (3, 6)

@@ -11,21 +11,30 @@ import numpy as np
 import pytest
 import torch
 
-from llr.train.balancing import balance
-from llr.data.synthetic_images import ImageInputs, synth_waterbirds
-from llr.models.resnet import build_model
+from llr.data.inputs import ImageInputs
+from llr.data.synthetic_images import synth_waterbirds
 from llr.errors import LLRError
+from llr.models.factory import build_model
+from llr.train.balancing import balance
 from llr.train.erm import TrainConfig, eval_steps, lr_factor, make_optimizer, train
 
 SIZES = {"train": [60, 12, 12, 36], "val": [8, 8, 8, 8], "test": [8, 8, 8, 8]}
 PARAMS = {"arch": "resnet18-small", "epochs": 3, "lr": 1e-3, "image_size": 16, "sizes": SIZES, "threads": 1}
 
 
-@pytest.mark.parametrize("schedule, step, total, expected", [
-    ("cosine", 0, 100, 1.0), ("cosine", 50, 100, 0.5), ("cosine", 25, 100, 0.5 * (1 + math.cos(math.pi / 4))),
-    ("cosine", 100, 100, 0.0), ("linear", 0, 100, 1.0), ("linear", 30, 100, 0.7), ("linear", 100, 100, 0.0),
-    ("constant", 70, 100, 1.0),
-])
+@pytest.mark.parametrize(
+    "schedule, step, total, expected",
+    [
+        ("cosine", 0, 100, 1.0),
+        ("cosine", 50, 100, 0.5),
+        ("cosine", 25, 100, 0.5 * (1 + math.cos(math.pi / 4))),
+        ("cosine", 100, 100, 0.0),
+        ("linear", 0, 100, 1.0),
+        ("linear", 30, 100, 0.7),
+        ("linear", 100, 100, 0.0),
+        ("constant", 70, 100, 1.0),
+    ],
+)
 def test_lr_factor(schedule, step, total, expected):
     assert math.isclose(lr_factor(schedule, step, total), expected, abs_tol=1e-12)
 
@@ -35,14 +44,15 @@ def test_scheduler_learning_rates_at_steps():
     model = torch.nn.Linear(3, 2)
     for schedule in ("cosine", "linear"):
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(schedule, s, 10))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s, schedule=schedule: lr_factor(schedule, s, 10))
         seen = []
         for _ in range(10):
             seen.append(opt.param_groups[0]["lr"])
             opt.step()
             sched.step()
-        want = [1e-2 * (0.5 * (1 + math.cos(math.pi * s / 10)) if schedule == "cosine" else 1 - s / 10)
-                for s in range(10)]
+        want = [
+            1e-2 * (0.5 * (1 + math.cos(math.pi * s / 10)) if schedule == "cosine" else 1 - s / 10) for s in range(10)
+        ]
         assert np.allclose(seen, want, rtol=0, atol=1e-15)
 
 
@@ -75,16 +85,30 @@ def _run(epochs, resume=None, stop_after=None, mode="upsampling", on_epoch_check
         if stop_after is not None and e == stop_after:
             raise KeyboardInterrupt  # killed after epoch k
 
-    res = train(model, inputs, y, g, pool, balance(g[pool], mode, np.random.default_rng(0)), cfg, seed=3,
-                n_groups=4, eval_sets=ev, resume=resume, on_epoch=on_epoch, progress=False)
+    res = train(
+        model,
+        inputs,
+        y,
+        g,
+        pool,
+        balance(g[pool], mode, np.random.default_rng(0)),
+        cfg,
+        seed=3,
+        n_groups=4,
+        eval_sets=ev,
+        resume=resume,
+        on_epoch=on_epoch,
+        progress=False,
+    )
     return model, res
 
 
 def test_same_seed_identical():
     m1, r1 = _run(2)
     m2, r2 = _run(2)
-    assert [{k: v for k, v in r.items() if k != "seconds"} for r in r1.log] == \
-           [{k: v for k, v in r.items() if k != "seconds"} for r in r2.log]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in r1.log] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in r2.log
+    ]
     for (n, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
         assert torch.equal(a, b), n
 
@@ -104,10 +128,20 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, evals_per_epoch):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("S, E, points", [
-    (4, 1, [4]), (4, 2, [2, 4]), (4, 3, [2, 3, 4]), (4, 4, [1, 2, 3, 4]), (2, 5, [1, 2]),
-    (10, 4, [3, 5, 8, 10]), (100, 4, [25, 50, 75, 100]), (1, 3, [1]), (0, 2, []),
-])
+@pytest.mark.parametrize(
+    "S, E, points",
+    [
+        (4, 1, [4]),
+        (4, 2, [2, 4]),
+        (4, 3, [2, 3, 4]),
+        (4, 4, [1, 2, 3, 4]),
+        (2, 5, [1, 2]),
+        (10, 4, [3, 5, 8, 10]),
+        (100, 4, [25, 50, 75, 100]),
+        (1, 3, [1]),
+        (0, 2, []),
+    ],
+)
 def test_eval_steps(S, E, points):
     assert eval_steps(S, E) == points
 
@@ -133,7 +167,7 @@ def test_evals_per_epoch_rows_and_training_unchanged():
     assert [r["step"] for r in r3.log] == [2, 3, 4, 6, 7, 8]
     assert all(isinstance(r["epoch"], float) and isinstance(r["step"], int) for r in r3.log)
     for e in range(2):
-        seg = r3.log[3 * e:3 * e + 3]
+        seg = r3.log[3 * e : 3 * e + 3]
         mean = (2 * seg[0]["train_loss"] + seg[1]["train_loss"] + seg[2]["train_loss"]) / 4
         assert mean == pytest.approx(r1.log[e]["train_loss"], rel=1e-6)
         assert len({r["train_loss"] for r in seg}) == 3
@@ -152,13 +186,19 @@ def test_checkpoint_min_seconds_skips_early_checkpoints(tmp_path):
     ckpt = tmp_path / "resume.pt"
     seen = []
     with pytest.raises(KeyboardInterrupt):
-        _run(3, resume=ckpt, stop_after=2, on_epoch_check=lambda e: seen.append(ckpt.exists()),
-             checkpoint_min_seconds=3600)
+        _run(
+            3,
+            resume=ckpt,
+            stop_after=2,
+            on_epoch_check=lambda e: seen.append(ckpt.exists()),
+            checkpoint_min_seconds=3600,
+        )
     assert seen == [False, False] and not ckpt.exists()
     seen.clear()
     with pytest.raises(KeyboardInterrupt):
-        _run(3, resume=ckpt, stop_after=2, on_epoch_check=lambda e: seen.append(ckpt.exists()),
-             checkpoint_min_seconds=0)
+        _run(
+            3, resume=ckpt, stop_after=2, on_epoch_check=lambda e: seen.append(ckpt.exists()), checkpoint_min_seconds=0
+        )
     assert seen == [False, True] and ckpt.exists()  # written after epoch 1 (on_epoch runs before)
 
 
@@ -170,18 +210,61 @@ def _cli(*args, cwd):
 def prepared(tmp_path_factory):
     d = tmp_path_factory.mktemp("erm")
     p = json.dumps(PARAMS)
-    assert _cli("prepare", "--dataset", "synth_waterbirds", "--params", p, "--out-metadata", "meta.csv",
-                "--out-inputs", "inputs.npy", cwd=d).returncode == 0
-    assert _cli("split", "--dataset", "synth_waterbirds", "--metadata", "meta.csv", "--seed", "1",
-                "--out", "split.csv", cwd=d).returncode == 0
+    assert (
+        _cli(
+            "prepare",
+            "--dataset",
+            "synth_waterbirds",
+            "--params",
+            p,
+            "--out-metadata",
+            "meta.csv",
+            "--out-inputs",
+            "inputs.npy",
+            cwd=d,
+        ).returncode
+        == 0
+    )
+    assert (
+        _cli(
+            "split",
+            "--dataset",
+            "synth_waterbirds",
+            "--metadata",
+            "meta.csv",
+            "--seed",
+            "1",
+            "--out",
+            "split.csv",
+            cwd=d,
+        ).returncode
+        == 0
+    )
     return d
 
 
 def _erm(d, outdir, **over):
     p = json.dumps({**PARAMS, **over})
-    return _cli("erm", "--dataset", "synth_waterbirds", "--metadata", "meta.csv", "--split", "split.csv",
-                "--inputs", "inputs.npy", "--cell", "train_group_upweighting", "--seed", "1", "--params", p,
-                "--outdir", outdir, cwd=d)
+    return _cli(
+        "erm",
+        "--dataset",
+        "synth_waterbirds",
+        "--metadata",
+        "meta.csv",
+        "--split",
+        "split.csv",
+        "--inputs",
+        "inputs.npy",
+        "--cell",
+        "train_group_upweighting",
+        "--seed",
+        "1",
+        "--params",
+        p,
+        "--outdir",
+        outdir,
+        cwd=d,
+    )
 
 
 def test_erm_job_outputs(prepared):
@@ -248,8 +331,10 @@ def test_erm_job_nc1_equals_recomputed_from_embeddings(prepared, global_mean):
 def test_erm_job_rejects_bad_evals_per_epoch(prepared):
     res = _erm(prepared, "bad_evals", evals_per_epoch=0)
     assert res.returncode == 2
-    assert res.stderr.strip().splitlines()[-1] == \
-        "llr: error: training params: evals_per_epoch = 0, expected an integer >= 1"
+    assert (
+        res.stderr.strip().splitlines()[-1]
+        == "llr: error: training params: evals_per_epoch = 0, expected an integer >= 1"
+    )
 
 
 def test_batch_loss_matches_cross_entropy_with_class_weights():

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, snakemake_env
 
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
@@ -51,48 +49,49 @@ def write_config(tmp: Path, **overrides) -> Path:
 
 
 def test_default_config_dry_run_counts(tmp_path):
+    """The DAG has one job per cell the experiment grid (llr.experiments) names."""
+    from llr.config import check_config
+    from llr.experiments import CELL_FIGURES, Grid
+
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     res = smk("-n", "all", "--configfile", str(REPO / "config.yaml"), cwd=tmp_path)
     counts = job_counts(res.stdout + res.stderr)
-    n_ds, n_seeds, n_r = len(cfg["datasets"]), len(cfg["seeds"]), len(cfg["group_ratios"])
+    check_config(cfg)
+    grid = Grid(cfg)
     figs = set(cfg["figures"])
-    erm_cells = set()
-    if "fig4" in figs:
-        erm_cells |= {f"train_ratio{r}" for r in range(n_r)} | {f"combined_ratio{r}" for r in range(n_r)}
-    if figs & {"fig5"}:
-        erm_cells |= {f"{p}_{b}" for p in ("combined", "train") for b in ("none", "cs", "cu", "cw")}
-    if figs & {"fig6"}:
-        erm_cells |= {"combined_none", "combined_gs", "combined_gu", "combined_gw"}
-    if "fig7" in figs:
-        erm_cells |= {"combined_cs", "combined_cu", "combined_cw", "train_cs", "train_cu", "train_cw", "train_none"}
-    if "fig2" in figs:
-        erm_cells |= {"train_none_long"}
+    files = [f for fig in CELL_FIGURES if fig in figs for f in grid.figure_runs(fig)]
+    files += grid.figure_logs("fig2") if "fig2" in figs else []
+    files += grid.fig8_files() if "fig8" in figs else []
+    files += grid.ablation_files() if "ablation_caching" in figs else []
     if figs & {"fig3"} or "table1" in cfg.get("tables", []):
-        erm_cells |= {"train_none"}
-    # One erm job per dataset x seed x ERM cell.
-    assert counts["erm"] == n_ds * n_seeds * len(erm_cells)
-    ll_cells = 0
-    if "fig4" in figs:
-        n_con = len(cfg.get("fig4", {}).get("heldout_constructions", ["subset"]))
-        # LLR per (ERM ratio, held-out ratio, construction) + DFR per ERM ratio
-        ll_cells += n_r * n_r * n_con + n_r
-    if "fig5" in figs:
-        ll_cells += 4  # llr + three CB-LLR
-    if "fig7" in figs:
-        ll_cells += 6  # three DFR + AFR, AFR at gamma 0 and CB-LLR (upweighting) on train_none
-    # One lastlayer job per dataset x seed x ERM cell x method x held-out cell.
-    assert counts["lastlayer"] == n_ds * n_seeds * ll_cells
-    assert counts["split"] == n_ds * n_seeds
+        files += [grid.analysis_emb(d, s) for d in grid.datasets for s in grid.seeds]
+    cell = re.compile(r"^results/(\w+)/seed(\d+)/(erm|lastlayer\w*)/([^/]+)/(?:([^/]+)/([^/]+)/)?")
+    jobs = {k: set() for k in ("erm", "lastlayer", "lastlayer_matched", "lastlayer_backbone")}
+    for f in files:
+        m = cell.match(f)
+        jobs["erm"].add(m.group(1, 2, 4))  # every last-layer run reads its ERM cell
+        if m[3] != "erm":
+            jobs[m[3]].add(m.group(1, 2, 4, 5, 6))
+    # One erm job per dataset x seed x ERM cell; one last-layer job per
+    # dataset x seed x ERM cell x method x held-out cell, in each mode.
+    for rule, cells in jobs.items():
+        assert counts.get(rule, 0) == len(cells), rule
+    assert counts["lastlayer"] > 0 and counts["erm"] > 0
+    assert counts["split"] == len(grid.datasets) * len(grid.seeds)
     assert counts.get("pretrain", 0) == sum(1 for d in cfg["datasets"] if d.startswith("synth_"))
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"sedes": [1]}, "unknown key 'sedes' (did you mean 'seeds'?); allowed: "),
-    ({"seeds": ["x"]}, "config: seeds[0] = 'x' is invalid"),
-    ({"group_ratios": [0.5, 1.5]}, "config: group_ratios[1] = 1.5 is invalid"),
-    ({"device": "tpu"}, "config: device = 'tpu' not allowed; expected one of"),
-    ({"datasets": ["imagenet"]}, "config: datasets[0] = 'imagenet' not allowed"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"sedes": [1]}, "unknown key 'sedes' (did you mean 'seeds'?); allowed: "),
+        ({"seeds": ["x"]}, "config: seeds[0] = 'x' is invalid"),
+        ({"group_ratios": [0.5, 1.5]}, "config: group_ratios[1] = 1.5 is invalid"),
+        ({"device": "tpu"}, "config: device = 'tpu' not allowed; expected one of"),
+        ({"datasets": ["imagenet"]}, "config: datasets[0] = 'imagenet' is not a registered dataset; expected one of"),
+        ({"datasets": ["waterbird"]}, "config: datasets[0] = 'waterbird' is not a registered dataset (did you mean"),
+    ],
+)
 def test_bad_config_one_line_error(tmp_path, override, message):
     cfg = write_config(tmp_path, **override)
     res = smk("-n", "all", "--configfile", str(cfg), cwd=tmp_path, check=False)
@@ -112,15 +111,15 @@ def tiny_run(tmp_path_factory):
 def test_tiny_run_outputs(tiny_run):
     import pandas as pd
 
+    from llr.config import check_config
+    from llr.experiments import Grid
+
     cfg = yaml.safe_load(TINY.read_text())
     res = tiny_run / "results" / "tiny"
     for fig in cfg["figures"]:
         for ext, magic in (("png", b"\x89PNG"), ("pdf", b"%PDF")):
             f = res / "figures" / f"{fig}.{ext}"
             assert f.read_bytes()[:4] == magic
-    # the HTML report shows every figure with its caption from workflow/report/*.rst
-    html = (res / "report.html").read_text()
-    assert "Figure 8 (beyond the paper)" in html and "Caching ablation (a deviation measured)" in html
     fig8 = pd.read_csv(res / "tables" / "fig8_effective_ratio.csv")
     ab = pd.read_csv(res / "tables" / "ablation_caching.csv")
     assert set(ab["mode"]) == {"cached", "through_backbone"}
@@ -130,13 +129,12 @@ def test_tiny_run_outputs(tiny_run):
     # Figure 8 has one row per last-layer run of Figures 4, 5, 7 (plus AFR grid points)
     ll = runs[(runs["method"] != "erm")].drop_duplicates(["dataset", "seed", "erm", "method", "heldout"])
     assert len(fig8[fig8["point"] == "run"].merge(ll[["dataset", "seed", "erm", "method", "heldout"]])) == len(ll)
-    n_r = len(cfg["group_ratios"])
     test = runs[runs["role"] == "test"]
     run_keys = ["dataset", "seed", "erm", "method", "heldout"]
     per_run = test.drop_duplicates(run_keys)
     assert sorted(per_run["dataset"].unique()) == sorted(cfg["datasets"])
-    n_con = len(cfg["fig4"]["heldout_constructions"])
-    assert len(per_run) == len(cfg["datasets"]) * len(cfg["seeds"]) * (2 * n_r + n_con * n_r * n_r + n_r)
+    check_config(cfg)
+    assert len(per_run) == len(Grid(cfg).figure_runs("fig4"))  # one per ERM and last-layer run
     # WGA is the minimum of the per-group accuracies of the same run.
     wga = test.groupby(run_keys).agg(acc=("acc", "min"), wga=("wga", "first"))
     assert (wga["acc"] - wga["wga"]).abs().max() < 1e-12
@@ -159,7 +157,7 @@ def test_tiny_run_outputs(tiny_run):
 def test_plot_edit_reruns_only_the_plot(tiny_run):
     """Snakemake reruns a job when an input's content changed (a mere touch
     keeps the recorded checksum): edit the plotting module for real."""
-    plots = REPO / "src" / "llr" / "plots.py"
+    plots = REPO / "src" / "llr" / "reporting" / "figures.py"
     text, st = plots.read_text(), plots.stat()
     try:
         plots.write_text(text + "\n# restyled\n")
@@ -168,9 +166,16 @@ def test_plot_edit_reruns_only_the_plot(tiny_run):
         # Restyling retrains nothing anywhere: the whole workflow only redraws.
         res = smk("-n", "all", "--configfile", str(TINY), cwd=tiny_run)
         assert set(job_counts(res.stdout + res.stderr)) <= {
-            "fig4", "table1", "paper_comparison", "report", "all", "fig8", "fig8_table",
-            "ablation_caching", "ablation_caching_table",
-            *(f"figure_{f}" for f in ("fig2", "fig3", "fig5", "fig6", "fig7"))}
+            "fig4",
+            "table1",
+            "paper_comparison",
+            "all",
+            "fig8",
+            "fig8_table",
+            "ablation_caching",
+            "ablation_caching_table",
+            *(f"figure_{f}" for f in ("fig2", "fig3", "fig5", "fig6", "fig7")),
+        }
     finally:
         plots.write_text(text)
         os.utime(plots, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -190,8 +195,7 @@ def _doc_commands() -> list[str]:
                 continue
             cmd = line.split("  #")[0].strip()
             # --report needs a finished run (tested on the tiny run below)
-            if inside and re.match(r"^([A-Z_]+=\S+ )*snakemake ", cmd) and "..." not in cmd \
-                    and "--report" not in cmd:
+            if inside and re.match(r"^([A-Z_]+=\S+ )*snakemake ", cmd) and "..." not in cmd and "--report" not in cmd:
                 cmds.append(cmd)
     return cmds
 
@@ -212,8 +216,14 @@ def test_documented_command_runs(cmd, tmp_path):
     env = snakemake_env()
     env.pop("LLR_DATA_ROOT", None)
     env["SNAKEMAKE_OUTPUT_CACHE"] = str(tmp_path)  # for the --cache example
-    res = subprocess.run(["bash", "-c", cmd if " -n " in f"{cmd} " else f"{cmd} -n"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        ["bash", "-c", cmd if " -n " in f"{cmd} " else f"{cmd} -n"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     assert "This was a dry-run" in out or "Nothing to be done" in out, out[-2000:]
@@ -235,8 +245,7 @@ def test_paper_config_stands_alone_with_paper_parameters(tmp_path):
     svm = [l for l in lines if "-m llr svm" in l]
     assert {re.search(r"--epochs (\d+)", l)[1] for l in svm if "--dataset waterbirds" in l} == {"1000"}
     assert {re.search(r"--epochs (\d+)", l)[1] for l in svm if "--dataset celeba" in l} == {"200"}
-    assert all("erm/train_none_arch-resnet18/embeddings.npy" in l or "erm/train_none_arch-bert-tiny/" in l
-               for l in svm)
+    assert all("erm/train_none_arch-resnet18/embeddings.npy" in l or "erm/train_none_arch-bert-tiny/" in l for l in svm)
     erm = [l for l in lines if "-m llr erm" in l]
     assert all(" --outdir results/paper/" in l for l in erm)
     long_wb = [l for l in erm if "train_none_long_arch-resnet18" in l and "--dataset waterbirds" in l]
@@ -256,17 +265,25 @@ def test_results_folder_per_config(tmp_path):
     assert outs and all(o.startswith("results/") and not o.startswith("results/tiny") for o in outs)
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"lastlayer": {"dfr_subseting": {}}}, "unknown last-layer method 'dfr_subseting'"),
-    ({"lastlayer": {"llr": {"epoch": 5}}}, "'epoch'"),
-    ({"lastlayer": {"llr": {"epochs": 0}}}, "epochs"),
-    ({"lastlayer": {"llr": {"lr": "abc"}}}, "lr"),
-    ({"lastlayer": {"llr": {"lr": "1e-3"}}}, "1.0e-3"),
-    ({"erm": {"synth_waterbirds": {"arch": "resnet18-small", "epochs": 1, "lr": 1.0e-3, "lrr": 1}}},
-     "unknown key 'lrr' under erm.synth_waterbirds (did you mean 'lr'?)"),
-    ({"erm": {"synth_waterbird": {"arch": "x", "epochs": 1, "lr": 1.0}}}, "unknown key 'synth_waterbird' under erm"),
-    ({"lastlayr": {}}, "unknown key 'lastlayr' (did you mean 'lastlayer'?)"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"lastlayer": {"dfr_subseting": {}}}, "unknown last-layer method 'dfr_subseting'"),
+        ({"lastlayer": {"llr": {"epoch": 5}}}, "'epoch'"),
+        ({"lastlayer": {"llr": {"epochs": 0}}}, "epochs"),
+        ({"lastlayer": {"llr": {"lr": "abc"}}}, "lr"),
+        ({"lastlayer": {"llr": {"lr": "1e-3"}}}, "1.0e-3"),
+        (
+            {"erm": {"synth_waterbirds": {"arch": "resnet18-small", "epochs": 1, "lr": 1.0e-3, "lrr": 1}}},
+            "unknown key 'lrr' under erm.synth_waterbirds (did you mean 'lr'?)",
+        ),
+        (
+            {"erm": {"synth_waterbird": {"arch": "x", "epochs": 1, "lr": 1.0}}},
+            "unknown key 'synth_waterbird' under erm",
+        ),
+        ({"lastlayr": {}}, "unknown key 'lastlayr' (did you mean 'lastlayer'?)"),
+    ],
+)
 def test_config_typos_name_the_right_key(tmp_path, override, message):
     cfg = yaml.safe_load(TINY.read_text())
     for k, v in override.items():
@@ -314,8 +331,9 @@ def test_local_gpu_profile_without_cuda_stops_at_once(tmp_path):
 
     if cuda_available():
         pytest.skip("this machine has CUDA")
-    res = smk("--profile", str(REPO / "profiles" / "local-gpu"), "all", "--configfile", str(TINY), cwd=tmp_path,
-              check=False)
+    res = smk(
+        "--profile", str(REPO / "profiles" / "local-gpu"), "all", "--configfile", str(TINY), cwd=tmp_path, check=False
+    )
     out = res.stdout + res.stderr
     assert res.returncode != 0
     lines = [l for l in out.splitlines() if l.startswith("llr: error:")]
@@ -342,9 +360,10 @@ def test_missing_real_data_all_datasets_at_once(tmp_path):
 def test_snakemake_internals_the_hooks_use():
     """The onstart hook drops the job-rate limiter and fixes the cache's file
     modes through Snakemake attributes; fail loudly if an upgrade removes them."""
+    import inspect
+
     from snakemake.caching.local import OutputFileCache
     from snakemake.scheduling.job_scheduler import JobScheduler
-    import inspect
 
     assert "job_rate_limiter" in inspect.getsource(JobScheduler)
     assert "file_permissions" in inspect.getsource(OutputFileCache.__init__)
@@ -358,8 +377,15 @@ def test_failed_job_error_line_reaches_the_console(tmp_path):
     cfg["erm"] = {"synth_waterbirds": {**cfg["erm"]["synth_waterbirds"], "arch": "resnet999"}}
     p = tmp_path / "bad.yaml"
     p.write_text(yaml.safe_dump(cfg))
-    res = smk("--cores", "1", "results/tiny/synth_waterbirds/pretrain/backbone.pt", "--configfile", str(p),
-              cwd=tmp_path, check=False)
+    res = smk(
+        "--cores",
+        "1",
+        "results/tiny/synth_waterbirds/pretrain/backbone.pt",
+        "--configfile",
+        str(p),
+        cwd=tmp_path,
+        check=False,
+    )
     out = res.stdout + res.stderr
     assert res.returncode != 0
     lines = [l for l in out.splitlines() if l.startswith("llr: error:")]

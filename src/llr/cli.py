@@ -36,7 +36,7 @@ def cmd_prepare(a) -> None:
 
             prepare_synthetic_images(spec, p, a.out_metadata, a.out_inputs)
         else:
-            from llr.data.synthetic_text import prepare_synthetic_text
+            from llr.data.synthetic_text_tokens import prepare_synthetic_text
 
             prepare_synthetic_text(spec, p, a.out_metadata, a.out_inputs)
         return
@@ -58,16 +58,16 @@ def cmd_inputs(a) -> None:
         build_image_cache(image_paths(spec.name, a.data_root, meta), a.out, p.get("cache_size", 256))
     else:
         from llr.data.real import load_texts
-        from llr.data.synthetic_text import load_tokenizer, tokenize_cache
+        from llr.data.tokens import load_tokenizer, tokenize_cache
 
         tok = load_tokenizer(p.get("model_path", p.get("arch", "bert-base-uncased")))
         tokenize_cache(load_texts(spec.name, a.data_root, meta), tok, p["max_length"], a.out)
 
 
 def cmd_split(a) -> None:
-    from llr.train.balancing import heldout_split
     from llr.data.registry import get_spec, read_metadata
     from llr.io import write_csv
+    from llr.train.balancing import heldout_split
 
     spec = get_spec(a.dataset)
     write_csv(a.out, heldout_split(read_metadata(a.metadata), spec, a.seed))
@@ -76,9 +76,9 @@ def cmd_split(a) -> None:
 def cmd_subset(a) -> None:
     import pandas as pd
 
-    from llr.train.balancing import POOLS, group_ratio_subset, rng_for
     from llr.data.registry import get_spec, read_metadata
     from llr.io import write_csv
+    from llr.train.balancing import POOLS, group_ratio_subset, rng_for
 
     spec = get_spec(a.dataset)
     meta = read_metadata(a.metadata)
@@ -90,8 +90,7 @@ def cmd_subset(a) -> None:
 
     pos = np.asarray(pos)
     try:
-        keep = group_ratio_subset(meta["g"].to_numpy()[pos], a.ratio, spec,
-                                  rng_for(a.seed, "subset", a.role, a.ratio))
+        keep = group_ratio_subset(meta["g"].to_numpy()[pos], a.ratio, spec, rng_for(a.seed, "subset", a.role, a.ratio))
     except LLRError as e:
         raise LLRError(f"{a.split}: role {a.role}: {e}") from None
     write_csv(a.out, pd.DataFrame({"idx": meta["idx"].to_numpy()[pos[keep]]}))
@@ -107,7 +106,7 @@ def _claim_gpu(params: dict) -> None:
 
 def cmd_pretrain(a) -> None:
     _claim_gpu(_json(a.params))
-    from llr.train.erm import run_pretrain_job
+    from llr.train.pretrain import run_pretrain_job
 
     run_pretrain_job(a.dataset, _json(a.params), a.inputs, a.out, a.log_csv)
 
@@ -116,17 +115,37 @@ def cmd_erm(a) -> None:
     _claim_gpu(_json(a.params))
     from llr.train.erm import run_erm_job
 
-    run_erm_job(dataset=a.dataset, metadata=a.metadata, split=a.split, inputs=a.inputs, subset=a.subset,
-                pretrained=a.pretrained, cell=a.cell, seed=a.seed, params=_json(a.params), outdir=a.outdir)
+    run_erm_job(
+        dataset=a.dataset,
+        metadata=a.metadata,
+        split=a.split,
+        inputs=a.inputs,
+        subset=a.subset,
+        pretrained=a.pretrained,
+        cell=a.cell,
+        seed=a.seed,
+        params=_json(a.params),
+        outdir=a.outdir,
+    )
 
 
 def cmd_lastlayer(a) -> None:
-    from llr.lastlayer.methods import run_lastlayer_job
+    from llr.lastlayer.job import run_lastlayer_job
 
-    run_lastlayer_job(embeddings=a.embeddings, head=a.head, metadata=a.metadata, split=a.split,
-                      heldout=a.heldout, method=a.method, params=_json(a.params), seed=a.seed,
-                      epochs=a.epochs, out_json=a.out, device=a.device,
-                      heldout_sampling_ratio=a.heldout_sampling_ratio)
+    run_lastlayer_job(
+        embeddings=a.embeddings,
+        head=a.head,
+        metadata=a.metadata,
+        split=a.split,
+        heldout=a.heldout,
+        method=a.method,
+        params=_json(a.params),
+        seed=a.seed,
+        epochs=a.epochs,
+        out_json=a.out,
+        device=a.device,
+        heldout_sampling_ratio=a.heldout_sampling_ratio,
+    )
 
 
 def cmd_lastlayer_backbone(a) -> None:
@@ -136,17 +155,30 @@ def cmd_lastlayer_backbone(a) -> None:
     _claim_gpu(erm_params)
     from llr.lastlayer.through_backbone import run_through_backbone_job
 
-    run_through_backbone_job(dataset=a.dataset, metadata=a.metadata, split=a.split, inputs=a.inputs,
-                             model=a.model, heldout=a.heldout, method=a.method, seed=a.seed, epochs=a.epochs,
-                             out_json=a.out, params=_json(a.params), erm_params=erm_params,
-                             pretrained=a.pretrained, heldout_sampling_ratio=a.heldout_sampling_ratio)
+    run_through_backbone_job(
+        dataset=a.dataset,
+        metadata=a.metadata,
+        split=a.split,
+        inputs=a.inputs,
+        model=a.model,
+        heldout=a.heldout,
+        method=a.method,
+        seed=a.seed,
+        epochs=a.epochs,
+        out_json=a.out,
+        params=_json(a.params),
+        erm_params=erm_params,
+        pretrained=a.pretrained,
+        heldout_sampling_ratio=a.heldout_sampling_ratio,
+    )
 
 
 def cmd_collect(a) -> None:
     from llr.reporting import tidy as tables
 
     {"runs": tables.collect_runs, "logs": tables.collect_logs, "analysis": tables.collect_analysis}[a.kind](
-        a.files, a.out)
+        a.files, a.out
+    )
 
 
 def _heldout_test(a):
@@ -175,16 +207,19 @@ def cmd_svm(a) -> None:
     """Figure 3: directional error of the LLR head (SGD, lr 1e-3, 10x the
     standard epochs) to the linear SVM (LinearSVC, C = 1e5) on the held-out
     embeddings; whether that SVM separates them goes to the log and the CSV."""
-    from llr.analysis.nc1 import svm_convergence
+    from llr.analysis.svm import svm_convergence
     from llr.io import write_csv
 
     spec, d = _heldout_test(a)
     X, y, _ = d["heldout"]
     df = svm_convergence(X, y, spec.n_classes, epochs=a.epochs, seed=a.seed)
     at = df.attrs
-    print(f"svm: {len(y)} held-out points, separable={at['separable']} (min constraint "
-          f"{at['svm_min_constraint']:.4g}; LinearSVC C={at['svm_C']:g}, {at['svm_n_iter']} iterations, "
-          f"converged={at['svm_converged']})", flush=True)
+    print(
+        f"svm: {len(y)} held-out points, separable={at['separable']} (min constraint "
+        f"{at['svm_min_constraint']:.4g}; LinearSVC C={at['svm_C']:g}, {at['svm_n_iter']} iterations, "
+        f"converged={at['svm_converged']})",
+        flush=True,
+    )
     write_csv(a.out, df)
 
 
@@ -193,31 +228,35 @@ def cmd_margins(a) -> None:
     same heads' per-group test accuracy."""
     import numpy as np
 
-    from llr.analysis.nc1 import margin_records
+    from llr.analysis.margins import margin_records
     from llr.io import write_csv
 
     spec, d = _heldout_test(a)
     ck = sorted(set(np.linspace(1, a.epochs, min(a.checkpoints, a.epochs)).round().astype(int).tolist()))
-    write_csv(a.out, margin_records(*d["heldout"], *d["test"], spec.n_groups, spec.n_classes, epochs=a.epochs,
-                                    checkpoint_epochs=ck, seed=a.seed))
+    write_csv(
+        a.out,
+        margin_records(
+            *d["heldout"], *d["test"], spec.n_groups, spec.n_classes, epochs=a.epochs, checkpoint_epochs=ck, seed=a.seed
+        ),
+    )
 
 
 def cmd_plot(a) -> None:
-    from llr.reporting import figures as plots
+    from llr.reporting.modes import plot_mode
 
-    plots.FIGURES[a.figure](a.inputs, a.out, _json(a.params))
+    plot_mode(a.figure)(a.inputs, a.out, _json(a.params))
 
 
 def cmd_table2(a) -> None:
-    from llr.reporting.tidy import write_table2
+    from llr.reporting.table2 import write_table2
 
     write_table2(a.metadata, a.out_csv, a.out_md)
 
 
 def cmd_fixtures(a) -> None:
     """Miniature copies of the four real datasets (a dress rehearsal)."""
-    from llr.data.registry import get_spec
     from llr.data.fixtures import write_fixtures
+    from llr.data.registry import get_spec
 
     counts = write_fixtures(a.dir, a.seed, datasets=a.datasets, total=a.total, tiny_bert=a.tiny_bert)
     for name, per_split in counts.items():
@@ -328,18 +367,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--heldout-sampling-ratio", type=float, default=None, metavar="R",
-                   help="with --heldout full and --method llr: keep every held-out example and sample "
-                        "so that each class's minority/majority mass is R (the authors' construction)")
+    p.add_argument(
+        "--heldout-sampling-ratio",
+        type=float,
+        default=None,
+        metavar="R",
+        help="with --heldout full and --method llr: keep every held-out example and sample "
+        "so that each class's minority/majority mass is R (the authors' construction)",
+    )
     p.set_defaults(func=cmd_lastlayer)
 
-    p = sub.add_parser("lastlayer_backbone",
-                       help="last layer retrained through the frozen network in training mode (the authors' mode)")
+    p = sub.add_parser(
+        "lastlayer_backbone",
+        help="last layer retrained through the frozen network in training mode (the authors' mode)",
+    )
     for k in ("--dataset", "--metadata", "--split", "--inputs", "--model", "--heldout", "--method", "--out"):
         p.add_argument(k, required=True)
     p.add_argument("--pretrained", help="the synthetic pretrain file (gives the text model's options)")
     p.add_argument("--params", default="{}", help="method overrides as for lastlayer, plus backbone_mode and augment")
-    p.add_argument("--erm-params", default="{}", help="the ERM cell's settings (arch, model_path, device, threads, ...)")
+    p.add_argument(
+        "--erm-params", default="{}", help="the ERM cell's settings (arch, model_path, device, threads, ...)"
+    )
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--heldout-sampling-ratio", type=float, default=None, metavar="R")
@@ -379,16 +427,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--datasets", nargs="+", default=["waterbirds", "celeba", "civilcomments", "multinli"])
     p.add_argument("--total", type=int, default=480, help="examples per dataset (before the per-group minimum)")
-    p.add_argument("--tiny-bert", action="store_true",
-                   help="also write a randomly initialized tiny BERT into DIR/bert_vocab (a complete model folder)")
+    p.add_argument(
+        "--tiny-bert",
+        action="store_true",
+        help="also write a randomly initialized tiny BERT into DIR/bert_vocab (a complete model folder)",
+    )
     p.set_defaults(func=cmd_fixtures)
 
     p = sub.add_parser("doctor", help="check the configured datasets and pretrained weights before a run")
     p.add_argument("--configfile", nargs="+", required=True)
     p.add_argument("--data-root", help="overrides LLR_DATA_ROOT and the config's data_root")
     p.add_argument("--sample", type=int, default=2000, help="image files checked per dataset (a seeded sample)")
-    p.add_argument("--strict", action="store_true",
-                   help="also fail when a metadata sha256 or the group counts differ from the official ones")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="also fail when a metadata sha256 or the group counts differ from the official ones",
+    )
     p.set_defaults(func=cmd_doctor)
     return ap
 
@@ -396,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from llr.plugins import load_from_env
+
+        load_from_env()  # methods registered at run time (config `plugins`, exported by the workflow)
         args.func(args)
     except LLRError as e:
         print(f"llr: error: {e}", file=sys.stderr)

@@ -41,8 +41,10 @@ def _unknown_key(e) -> LLRError:
 
 def _type_hint(value) -> str:
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-        return (f" (a number given as the string {value!r}: YAML reads 1e-3 as a string, write 1.0e-3; "
-                f"on the command line --config passes numbers through as they are)")
+        return (
+            f" (a number given as the string {value!r}: YAML reads 1e-3 as a string, write 1.0e-3; "
+            f"on the command line --config passes numbers through as they are)"
+        )
     return ""
 
 
@@ -51,7 +53,9 @@ def validate_schema(config: dict, schema_path: str | Path = SCHEMA) -> None:
 
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(
+        validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))
+    )
     if not errors:
         return
     e = errors[0]
@@ -63,8 +67,11 @@ def validate_schema(config: dict, schema_path: str | Path = SCHEMA) -> None:
     if e.validator == "required":
         raise LLRError(f"config: {e.message} (at {key})")
     desc = e.schema.get("description")
-    raise LLRError(f"config: {key} = {e.instance!r} is invalid: {e.message}" + _type_hint(e.instance)
-                   + (f" ({desc})" if desc else ""))
+    raise LLRError(
+        f"config: {key} = {e.instance!r} is invalid: {e.message}"
+        + _type_hint(e.instance)
+        + (f" ({desc})" if desc else "")
+    )
 
 
 def _coerce_numbers(config: dict) -> None:
@@ -73,33 +80,45 @@ def _coerce_numbers(config: dict) -> None:
     for key, pattern, cast in (("seeds", _INT, int), ("group_ratios", _NUMBER, float)):
         vals = config.get(key)
         if isinstance(vals, (list, tuple)):
-            config[key] = [cast(v.strip()) if isinstance(v, str) and pattern.fullmatch(v.strip()) else v
-                           for v in vals]
+            config[key] = [cast(v.strip()) if isinstance(v, str) and pattern.fullmatch(v.strip()) else v for v in vals]
     if isinstance(config.get("threads"), str) and _INT.fullmatch(config["threads"].strip()):
         config["threads"] = int(config["threads"])
 
 
 def check_config(config: dict, schema_path: str | Path = SCHEMA) -> None:
-    """Schema validation, then cross-key checks, then every last-layer
-    method's hyper-parameters (so that a typo fails before any job runs)."""
+    """Schema validation, then cross-key checks, then the plugins (imported:
+    they register their methods), then every last-layer method's
+    hyper-parameters (so that a typo fails before any job runs)."""
     from llr.data.registry import DATASETS
 
     _coerce_numbers(config)
     validate_schema(config, schema_path)
     for ds in config.get("erm", {}):
         if ds not in DATASETS:
-            raise LLRError(f"config: unknown key {ds!r} under erm{_suggest(ds, sorted(DATASETS))}; "
-                           f"expected dataset names from {sorted(DATASETS)}")
-    for ds in config["datasets"]:
+            raise LLRError(
+                f"config: unknown key {ds!r} under erm{_suggest(ds, sorted(DATASETS))}; "
+                f"expected dataset names from {sorted(DATASETS)}"
+            )
+    for i, ds in enumerate(config["datasets"]):
         if ds not in DATASETS:
-            raise LLRError(f"config: datasets lists {ds!r}; expected names from {sorted(DATASETS)}")
+            raise LLRError(
+                f"config: datasets[{i}] = {ds!r} is not a registered dataset{_suggest(ds, sorted(DATASETS))}; "
+                f"expected one of {sorted(DATASETS)}"
+            )
         if ds not in config.get("erm", {}):
             raise LLRError(f"config: erm.{ds} missing; every dataset needs its ERM settings")
         if DATASETS[ds].synthetic and ds not in config.get("synthetic", {}):
             raise LLRError(f"config: synthetic.{ds} missing; a synthetic dataset needs its generator settings")
     if len(set(config["seeds"])) != len(config["seeds"]):
         raise LLRError(f"config: seeds {config['seeds']} contain duplicates")
-    from llr.lastlayer.methods import check_method_params
+    from llr.plugins import load_plugin
+
+    for i, spec in enumerate(config.get("plugins") or []):
+        try:
+            load_plugin(spec)
+        except LLRError as e:
+            raise LLRError(f"config: plugins[{i}]: {e}") from None
+    from llr.lastlayer.registry import check_method_params
 
     for name, params in (config.get("lastlayer") or {}).items():
         try:

@@ -19,16 +19,18 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from llr.errors import LLRError
 
 SIGNATURE_KEY = "_llr"
 # errnos of a write that failed because of the disk or its permissions, not
 # because of the program: reported as one line naming the file.
-_WRITE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EACCES", "EPERM", "EIO")
-                          if hasattr(errno, n))
+_WRITE_ERRNOS = frozenset(
+    getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EACCES", "EPERM", "EIO") if hasattr(errno, n)
+)
 _umask_lock = threading.Lock()
 
 
@@ -78,8 +80,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + "".join(path.suffixes),
-                                   dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + "".join(path.suffixes), dir=path.parent)
         tmp_path = Path(tmp)
         try:
             os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp creates 0600
@@ -88,8 +89,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, path)
     except OSError as e:
-        if e.errno in _WRITE_ERRNOS and (e.filename is None or str(e.filename) in (str(path), str(tmp_path),
-                                                                                   str(path.parent))):
+        if e.errno in _WRITE_ERRNOS and (
+            e.filename is None or str(e.filename) in (str(path), str(tmp_path), str(path.parent))
+        ):
             raise _write_error(path, e) from None
         raise
     except RuntimeError as e:
@@ -141,11 +143,15 @@ def verify(obj: Any, path: str | os.PathLike) -> dict:
     rest = dict(obj)
     sig = rest.pop(SIGNATURE_KEY, None)
     if not isinstance(sig, dict) or "sha256" not in sig:
-        raise LLRError(f"{path}: no {SIGNATURE_KEY!r} signature: not written by llr (or by an older version); "
-                       f"rerun the job that writes it")
+        raise LLRError(
+            f"{path}: no {SIGNATURE_KEY!r} signature: not written by llr (or by an older version); "
+            f"rerun the job that writes it"
+        )
     if hashlib.sha256(_canonical(rest)).hexdigest() != sig["sha256"]:
-        raise LLRError(f"{path}: content does not match its {SIGNATURE_KEY!r} checksum (edited or damaged "
-                       f"after llr {sig.get('version', '?')} wrote it); rerun the job that writes it")
+        raise LLRError(
+            f"{path}: content does not match its {SIGNATURE_KEY!r} checksum (edited or damaged "
+            f"after llr {sig.get('version', '?')} wrote it); rerun the job that writes it"
+        )
     return rest
 
 
@@ -224,8 +230,10 @@ def load_embeddings(path: str | os.PathLike, n_rows: int | None = None):
     except (OSError, EOFError) as e:
         raise LLRError(f"{path}: not a readable .npy array ({type(e).__name__}: {e})") from None
     if not isinstance(X, np.ndarray) or X.ndim != 2 or not np.issubdtype(X.dtype, np.floating):
-        raise LLRError(f"{path}: {getattr(X, 'dtype', '?')} array of shape {getattr(X, 'shape', '?')}, "
-                       f"expected a 2-D float array (N, d)")
+        raise LLRError(
+            f"{path}: {getattr(X, 'dtype', '?')} array of shape {getattr(X, 'shape', '?')}, "
+            f"expected a 2-D float array (N, d)"
+        )
     if n_rows is not None and X.shape[0] != n_rows:
         raise LLRError(f"{path}: {X.shape[0]} rows, expected {n_rows} (one per metadata row)")
     return X

@@ -10,12 +10,12 @@ rule svm_convergence:
         split=res("{dataset}/seed{seed}/split.csv"),
     output:
         res("{dataset}/seed{seed}/analysis/svm_convergence.csv"),
-    params:
-        epochs=lambda wc: 10 * llr_epochs(wc),
     log:
         logp("analysis/{dataset}/seed{seed}/svm_convergence.log"),
     conda:
         "../../envs/llr.yaml"
+    params:
+        epochs=lambda wc: 10 * llr_epochs(wc),
     shell:
         "python -m llr svm --dataset {wildcards.dataset} --embeddings {input.emb} --metadata {input.meta} "
         "--split {input.split} --epochs {params.epochs} --seed {wildcards.seed} --out {output} > {log} 2>&1"
@@ -28,13 +28,13 @@ rule margins:
         split=res("{dataset}/seed{seed}/split.csv"),
     output:
         res("{dataset}/seed{seed}/analysis/margins.csv"),
-    params:
-        epochs=llr_epochs,
-        checkpoints=config.get("margins", {}).get("checkpoints", 10),
     log:
         logp("analysis/{dataset}/seed{seed}/margins.log"),
     conda:
         "../../envs/llr.yaml"
+    params:
+        epochs=llr_epochs,
+        checkpoints=GRID.margin_checkpoints(),
     shell:
         "python -m llr margins --dataset {wildcards.dataset} --embeddings {input.emb} --metadata {input.meta} "
         "--split {input.split} --epochs {params.epochs} --checkpoints {params.checkpoints} "

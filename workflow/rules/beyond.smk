@@ -1,7 +1,7 @@
 # Beyond the paper: Figure 8 (every last-layer method on one axis, the
 # effective group ratio it trains with) and the caching ablation (LLR on
 # cached eval-mode embeddings vs the authors' LLR through the frozen network
-# in training mode). Cells and input functions: common.smk.
+# in training mode). Cells and settings: llr.experiments; input functions: common.smk.
 
 
 rule lastlayer_matched:
@@ -13,14 +13,14 @@ rule lastlayer_matched:
         heldout=heldout_subset,
     output:
         res("{dataset}/seed{seed}/lastlayer_matched/{erm}/{method}/{heldout}/metrics.json"),
-    params:
-        hp=ablation_hp,
-        heldout=heldout_args,
-        epochs=erm_epochs,
     log:
         logp("lastlayer_matched/{dataset}/seed{seed}/{erm}/{method}/{heldout}.log"),
     conda:
         "../../envs/llr.yaml"
+    params:
+        hp=ablation_hp,
+        heldout=heldout_args,
+        epochs=erm_epochs,
     shell:
         "python -m llr lastlayer --embeddings {input.emb} --head {input.head} --metadata {input.meta} "
         "--split {input.split} {params.heldout} --method {wildcards.method} "
@@ -37,21 +37,21 @@ rule lastlayer_backbone:
         heldout=heldout_subset,
     output:
         res("{dataset}/seed{seed}/lastlayer_backbone/{erm}/{method}/{heldout}/metrics.json"),
-    params:
-        hp=ablation_hp,
-        erm=erm_params,
-        heldout=heldout_args,
-        epochs=erm_epochs,
-        pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if input.pretrained else "",
-    threads: config["threads"]
-    resources:
-        gpu=1 if config["device"] != "cpu" else 0,
     log:
         logp("lastlayer_backbone/{dataset}/seed{seed}/{erm}/{method}/{heldout}.log"),
     benchmark:
         bench("lastlayer_backbone/{dataset}/seed{seed}/{erm}/{method}/{heldout}.tsv")
     conda:
         "../../envs/llr.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=1 if config["device"] != "cpu" else 0,
+    params:
+        hp=ablation_hp,
+        erm=erm_params,
+        heldout=heldout_args,
+        epochs=erm_epochs,
+        pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if input.pretrained else "",
     shell:
         "python -m llr lastlayer_backbone --dataset {wildcards.dataset} --metadata {input.meta} "
         "--split {input.split} --inputs {input.inputs} --model {input.model} {params.pretrained} "
@@ -61,7 +61,7 @@ rule lastlayer_backbone:
 
 rule fig8_table:
     input:
-        fig8_files(),
+        GRID.fig8_files(),
     output:
         table=report(res("tables/fig8_effective_ratio.csv"), caption="../report/fig8.rst", category="Tables"),
         corr=res("tables/fig8_correlation.csv"),
@@ -76,7 +76,7 @@ rule fig8_table:
 rule fig8:
     input:
         data=res("tables/fig8_effective_ratio.csv"),
-        code=os.path.join(SRC, "plots.py"),
+        code=PLOT_CODE,
     output:
         png=report(res("figures/fig8.png"), caption="../report/fig8.rst", category="Figures"),
         pdf=res("figures/fig8.pdf"),
@@ -90,10 +90,9 @@ rule fig8:
 
 rule ablation_caching_table:
     input:
-        ablation_files(),
+        GRID.ablation_files(),
     output:
-        table=report(res("tables/ablation_caching.csv"), caption="../report/ablation_caching.rst",
-                     category="Tables"),
+        table=report(res("tables/ablation_caching.csv"), caption="../report/ablation_caching.rst", category="Tables"),
         summary=res("tables/ablation_caching_summary.csv"),
     log:
         logp("tables/ablation_caching_table.log"),
@@ -107,10 +106,9 @@ rule ablation_caching_table:
 rule ablation_caching:
     input:
         data=res("tables/ablation_caching.csv"),
-        code=os.path.join(SRC, "plots.py"),
+        code=PLOT_CODE,
     output:
-        png=report(res("figures/ablation_caching.png"), caption="../report/ablation_caching.rst",
-                   category="Figures"),
+        png=report(res("figures/ablation_caching.png"), caption="../report/ablation_caching.rst", category="Figures"),
         pdf=res("figures/ablation_caching.pdf"),
     log:
         logp("figures/ablation_caching.log"),

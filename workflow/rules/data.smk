@@ -5,14 +5,14 @@ rule prepare_synthetic:
     output:
         meta=res("{dataset}/metadata.csv"),
         inputs=res("{dataset}/inputs.npy"),
-    wildcard_constraints:
-        dataset=synthetic_names("image"),
-    params:
-        p=lambda wc: prepare_params(wc.dataset),
     log:
         logp("prepare/{dataset}.log"),
+    wildcard_constraints:
+        dataset=alternatives(dataset_names(synthetic=True, modality="image")),
     conda:
         "../../envs/llr.yaml"
+    params:
+        p=lambda wc: GRID.prepare_params(wc.dataset),
     shell:
         "python -m llr prepare --dataset {wildcards.dataset} --params '{params.p}' "
         "--out-metadata {output.meta} --out-inputs {output.inputs} > {log} 2>&1"
@@ -22,14 +22,14 @@ rule prepare_synthetic_text:
     output:
         meta=res("{dataset}/metadata.csv"),
         inputs=res("{dataset}/tokens.npz"),
-    wildcard_constraints:
-        dataset=synthetic_names("text"),
-    params:
-        p=lambda wc: prepare_params(wc.dataset),
     log:
         logp("prepare/{dataset}.log"),
+    wildcard_constraints:
+        dataset=alternatives(dataset_names(synthetic=True, modality="text")),
     conda:
         "../../envs/llr.yaml"
+    params:
+        p=lambda wc: GRID.prepare_params(wc.dataset),
     shell:
         "python -m llr prepare --dataset {wildcards.dataset} --params '{params.p}' "
         "--out-metadata {output.meta} --out-inputs {output.inputs} > {log} 2>&1"
@@ -38,14 +38,14 @@ rule prepare_synthetic_text:
 rule prepare_real:
     output:
         res("{dataset}/metadata.csv"),
-    wildcard_constraints:
-        dataset="waterbirds|celeba|civilcomments|multinli",
-    params:
-        root=DATA_ROOT,
     log:
         logp("prepare/{dataset}.log"),
+    wildcard_constraints:
+        dataset=alternatives(dataset_names(synthetic=False)),
     conda:
         "../../envs/llr.yaml"
+    params:
+        root=DATA_ROOT,
     shell:
         "python -m llr prepare --dataset {wildcards.dataset} --data-root {params.root} "
         "--out-metadata {output} > {log} 2>&1"
@@ -56,18 +56,18 @@ rule inputs_real:
         res("{dataset}/metadata.csv"),
     output:
         res("{dataset}/{kind}"),
-    wildcard_constraints:
-        dataset="waterbirds|celeba|civilcomments|multinli",
-        kind="inputs.npy|tokens.npz",
-    params:
-        root=DATA_ROOT,
-        p=lambda wc: inputs_params(wc.dataset),
     log:
         logp("inputs/{dataset}_{kind}.log"),
     benchmark:
         bench("inputs/{dataset}_{kind}.tsv")
+    wildcard_constraints:
+        dataset=alternatives(dataset_names(synthetic=False)),
+        kind="inputs.npy|tokens.npz",
     conda:
         "../../envs/llr.yaml"
+    params:
+        root=DATA_ROOT,
+        p=lambda wc: GRID.inputs_params(wc.dataset),
     shell:
         "python -m llr inputs --dataset {wildcards.dataset} --metadata {input} --data-root {params.root} "
         "--params '{params.p}' --out {output} > {log} 2>&1"
@@ -76,21 +76,21 @@ rule inputs_real:
 rule pretrain:
     output:
         res("{dataset}/pretrain/backbone.pt"),
-    wildcard_constraints:
-        dataset=synthetic_names(),
-    params:
-        p=lambda wc: pretrain_params(wc.dataset),
-        log_csv=res("{dataset}/pretrain/log.csv"),
-    threads: config["threads"]
-    resources:
-        gpu=1 if config["device"] != "cpu" else 0,
-    cache: cache_if_asked("pretrain")
     log:
         logp("pretrain/{dataset}.log"),
     benchmark:
         bench("pretrain/{dataset}.tsv")
+    wildcard_constraints:
+        dataset=alternatives(dataset_names(synthetic=True)),
+    cache: cache_if_asked("pretrain")
     conda:
         "../../envs/llr.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=1 if config["device"] != "cpu" else 0,
+    params:
+        p=lambda wc: GRID.pretrain_params(wc.dataset, cache_code_hash()),
+        log_csv=res("{dataset}/pretrain/log.csv"),
     shell:
         "python -m llr pretrain --dataset {wildcards.dataset} --params '{params.p}' "
         "--out {output} --log-csv {params.log_csv} > {log} 2>&1"

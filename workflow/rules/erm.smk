@@ -16,21 +16,21 @@ rule erm:
         metrics=res("{dataset}/seed{seed}/erm/{erm}/metrics.json"),
         log_csv=res("{dataset}/seed{seed}/erm/{erm}/log.csv"),
         model=res("{dataset}/seed{seed}/erm/{erm}/model.pt"),
+    log:
+        logp("erm/{dataset}/seed{seed}/{erm}.log"),
+    benchmark:
+        bench("erm/{dataset}/seed{seed}/{erm}.tsv")
+    cache: cache_if_asked("erm")  # the key includes params.outdir (the cell) and the code hash
+    conda:
+        "../../envs/llr.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=1 if config["device"] != "cpu" else 0,
     params:
         p=erm_params,
         subset=lambda wc, input: f"--subset {input.subset}" if input.subset else "",
         pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if input.pretrained else "",
         outdir=lambda wc, output: os.path.dirname(output.metrics),
-    threads: config["threads"]
-    resources:
-        gpu=1 if config["device"] != "cpu" else 0,
-    cache: cache_if_asked("erm")  # the key includes params.outdir (the cell) and the code hash
-    log:
-        logp("erm/{dataset}/seed{seed}/{erm}.log"),
-    benchmark:
-        bench("erm/{dataset}/seed{seed}/{erm}.tsv")
-    conda:
-        "../../envs/llr.yaml"
     shell:
         "python -m llr erm --dataset {wildcards.dataset} --metadata {input.meta} --split {input.split} "
         "--inputs {input.inputs} {params.subset} {params.pretrained} --cell {wildcards.erm} "

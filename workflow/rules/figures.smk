@@ -1,17 +1,17 @@
 # Tidy tables and figures. Each figure has its own collect rule, so naming a
 # figure's file builds only that figure's chain. Plot rules list the plotting
-# module as an input: editing it reruns the plots and nothing upstream.
+# sources (PLOT_CODE) as inputs: editing one reruns the plots and nothing upstream.
 
 
 rule collect:
     input:
-        lambda wc: figure_runs(wc.fig),
+        lambda wc: GRID.figure_runs(wc.fig),
     output:
         res("tables/{fig}_runs.csv"),
-    wildcard_constraints:
-        fig="fig[457]",
     log:
         logp("collect/{fig}_runs.log"),
+    wildcard_constraints:
+        fig="fig[457]",
     conda:
         "../../envs/llr.yaml"
     shell:
@@ -20,13 +20,13 @@ rule collect:
 
 rule collect_logs:
     input:
-        lambda wc: figure_logs(wc.fig),
+        lambda wc: GRID.figure_logs(wc.fig),
     output:
         res("tables/{fig}_epochs.csv"),
-    wildcard_constraints:
-        fig="fig[26]",
     log:
         logp("collect/{fig}_epochs.log"),
+    wildcard_constraints:
+        fig="fig[26]",
     conda:
         "../../envs/llr.yaml"
     shell:
@@ -35,13 +35,13 @@ rule collect_logs:
 
 rule collect_analysis:
     input:
-        lambda wc: analysis_files({"fig3_svm": "svm_convergence", "table1_margins": "margins"}[wc.name]),
+        lambda wc: GRID.analysis_files({"fig3_svm": "svm_convergence", "table1_margins": "margins"}[wc.name]),
     output:
         res("tables/{name}.csv"),
-    wildcard_constraints:
-        name="fig3_svm|table1_margins",
     log:
         logp("collect/{name}.log"),
+    wildcard_constraints:
+        name="fig3_svm|table1_margins",
     conda:
         "../../envs/llr.yaml"
     shell:
@@ -56,18 +56,18 @@ for _fig in ("fig2", "fig3", "fig5", "fig6", "fig7"):
         name:
             f"figure_{_fig}"
         input:
-            data=FIGURE_DATA[_fig],
-            code=os.path.join(SRC, "plots.py"),
+            data=GRID.figure_data(_fig),
+            code=PLOT_CODE,
         output:
             png=report(res(f"figures/{_fig}.png"), caption=f"../report/{_fig}.rst", category="Figures"),
             pdf=res(f"figures/{_fig}.pdf"),
-        params:
-            fig=_fig,
-            p=figure_params(_fig),
         log:
             logp(f"figures/{_fig}.log"),
         conda:
             "../../envs/llr.yaml"
+        params:
+            fig=_fig,
+            p=GRID.figure_params(_fig),
         shell:
             "python -m llr plot {params.fig} --inputs {input.data} --out {output.png} {output.pdf} "
             "--params '{params.p}' > {log} 2>&1"
@@ -76,17 +76,17 @@ for _fig in ("fig2", "fig3", "fig5", "fig6", "fig7"):
 rule fig4:
     input:
         runs=res("tables/fig4_runs.csv"),
-        code=os.path.join(SRC, "plots.py"),
+        code=PLOT_CODE,
     output:
         png=report(res("figures/fig4.png"), caption="../report/fig4.rst", category="Figures"),
         pdf=res("figures/fig4.pdf"),
         pearson=report(res("tables/fig4_pearson.csv"), caption="../report/fig4_pearson.rst", category="Tables"),
-    params:
-        p=json.dumps({"ratios": [float(r) for r in RATIOS]}),
     log:
         logp("figures/fig4.log"),
     conda:
         "../../envs/llr.yaml"
+    params:
+        p=GRID.figure_params("fig4"),
     shell:
         "python -m llr plot fig4 --inputs {input.runs} --out {output.png} {output.pdf} {output.pearson} "
         "--params '{params.p}' > {log} 2>&1"
@@ -95,7 +95,7 @@ rule fig4:
 rule table1:
     input:
         data=res("tables/table1_margins.csv"),
-        code=os.path.join(SRC, "plots.py"),
+        code=PLOT_CODE,
     output:
         csv=report(res("tables/table1.csv"), caption="../report/table1.rst", category="Tables"),
         md=res("tables/table1.md"),
@@ -109,7 +109,7 @@ rule table1:
 
 rule table2:
     input:
-        expand(res("{dataset}/metadata.csv"), dataset=DATASETS),
+        expand(res("{dataset}/metadata.csv"), dataset=GRID.datasets),
     output:
         csv=report(res("tables/table2.csv"), caption="../report/table2.rst", category="Tables"),
         md=res("tables/table2.md"),
@@ -123,30 +123,15 @@ rule table2:
 
 rule paper_comparison:
     input:
-        data=comparison_inputs(),
-        code=os.path.join(SRC, "plots.py"),
+        data=GRID.comparison_inputs(),
+        code=PLOT_CODE,
     output:
         report(res("tables/paper_comparison.csv"), caption="../report/paper_comparison.rst", category="Tables"),
-    params:
-        p=json.dumps({"standard_epochs": standard_epochs()}),
     log:
         logp("tables/paper_comparison.log"),
     conda:
         "../../envs/llr.yaml"
+    params:
+        p=GRID.figure_params("paper_comparison"),
     shell:
         "python -m llr plot paper_comparison --inputs {input.data} --out {output} --params '{params.p}' > {log} 2>&1"
-
-
-rule report:
-    input:
-        data=report_inputs(),
-        code=os.path.join(SRC, "report.py"),
-        captions=CAPTIONS,
-    output:
-        res("report.html"),
-    log:
-        logp("report.log"),
-    conda:
-        "../../envs/llr.yaml"
-    shell:
-        "python -m llr plot report --inputs {input.data} --out {output} > {log} 2>&1"

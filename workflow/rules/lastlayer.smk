@@ -11,14 +11,14 @@ rule lastlayer:
         heldout=heldout_subset,
     output:
         res("{dataset}/seed{seed}/lastlayer/{erm}/{method}/{heldout}/metrics.json"),
-    params:
-        hp=method_params,
-        heldout=heldout_args,
-        epochs=erm_epochs,
     log:
         logp("lastlayer/{dataset}/seed{seed}/{erm}/{method}/{heldout}.log"),
     conda:
         "../../envs/llr.yaml"
+    params:
+        hp=method_params,
+        heldout=heldout_args,
+        epochs=erm_epochs,
     shell:
         "python -m llr lastlayer --embeddings {input.emb} --head {input.head} --metadata {input.meta} "
         "--split {input.split} {params.heldout} --method {wildcards.method} "

@@ -38,29 +38,67 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from llr.train.balancing import balance, effective_group_ratio, rng_for
 from llr.data.registry import DatasetSpec, get_spec
 from llr.errors import LLRError
+from llr.train.balancing import balance, effective_group_ratio, rng_for
 
-FIG8_COLUMNS = ("dataset", "seed", "erm", "method", "heldout", "family", "point", "effective_ratio",
-                "pooled_ratio", "test_wga", "test_mean_acc", "afr_gamma", "afr_lambda", "heldout_construction",
-                "heldout_group_ratio", "train_group_ratio")
-CORR_COLUMNS = ("dataset", "points", "ratio", "n_points", "n_seeds", "pearson_r", "pearson_p", "spearman_r",
-                "spearman_p", "pearson_r_seed_mean", "pearson_r_seed_std", "spearman_r_seed_mean",
-                "spearman_r_seed_std")
+FIG8_COLUMNS = (
+    "dataset",
+    "seed",
+    "erm",
+    "method",
+    "heldout",
+    "family",
+    "point",
+    "effective_ratio",
+    "pooled_ratio",
+    "test_wga",
+    "test_mean_acc",
+    "afr_gamma",
+    "afr_lambda",
+    "heldout_construction",
+    "heldout_group_ratio",
+    "train_group_ratio",
+)
+CORR_COLUMNS = (
+    "dataset",
+    "points",
+    "ratio",
+    "n_points",
+    "n_seeds",
+    "pearson_r",
+    "pearson_p",
+    "spearman_r",
+    "spearman_p",
+    "pearson_r_seed_mean",
+    "pearson_r_seed_std",
+    "spearman_r_seed_mean",
+    "spearman_r_seed_std",
+)
 # Marker families of Figure 8, in legend order.
-FAMILIES = ("LLR (held-out subset)", "LLR (held-out sampled)", "LLR (whole held-out)", "DFR", "CB-LLR",
-            "AFR (chosen)", "AFR gamma=0", "AFR grid")
+FAMILIES = (
+    "LLR (held-out subset)",
+    "LLR (held-out sampled)",
+    "LLR (whole held-out)",
+    "DFR",
+    "CB-LLR",
+    "AFR (chosen)",
+    "AFR gamma=0",
+    "AFR grid",
+)
 POINT_SETS = {"runs": ("run",), "runs+grid": ("run", "grid")}
 RATIOS = {"effective": "effective_ratio", "pooled": "pooled_ratio"}
 
-_LL_PATH = re.compile(r"(?:^|/)(?P<dataset>[^/]+)/seed(?P<seed>\d+)/lastlayer/(?P<erm>[^/]+)/(?P<method>[^/]+)/"
-                      r"(?P<heldout>[^/]+)/metrics\.json$")
+_LL_PATH = re.compile(
+    r"(?:^|/)(?P<dataset>[^/]+)/seed(?P<seed>\d+)/lastlayer/(?P<erm>[^/]+)/(?P<method>[^/]+)/"
+    r"(?P<heldout>[^/]+)/metrics\.json$"
+)
 
 
 # --------------------------------------------------------------------------
 # Effective ratios of training plans (sections 3.1-3.2)
 # --------------------------------------------------------------------------
+
 
 def pooled_group_ratio(y: np.ndarray, g: np.ndarray, weights: np.ndarray | None, spec: DatasetSpec) -> float:
     """Weighted mass of every minority group over that of every majority
@@ -82,16 +120,18 @@ def pooled_from_mass(group_mass: list[float], group_counts: list[int], spec: Dat
     mass = np.asarray(group_mass, dtype=np.float64)
     counts = np.asarray(group_counts, dtype=np.int64)
     if mass.shape != (spec.n_groups,) or counts.shape != (spec.n_groups,):
-        raise LLRError(f"{spec.name}: group_mass / group counts must list {spec.n_groups} groups, got "
-                       f"{mass.shape[0] if mass.ndim else 0} / {counts.shape[0] if counts.ndim else 0}")
+        raise LLRError(
+            f"{spec.name}: group_mass / group counts must list {spec.n_groups} groups, got "
+            f"{mass.shape[0] if mass.ndim else 0} / {counts.shape[0] if counts.ndim else 0}"
+        )
     g = np.repeat(np.arange(spec.n_groups), counts)
     w = np.repeat(np.divide(mass, counts, out=np.zeros_like(mass), where=counts > 0), counts)
     return pooled_group_ratio(g // spec.n_spurious, g, w, spec)
 
 
-def balanced_plan(method: str, y: np.ndarray, g: np.ndarray, seed: int,
-                  sample_weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None,
-                                                                       np.ndarray | None]:
+def balanced_plan(
+    method: str, y: np.ndarray, g: np.ndarray, seed: int, sample_weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """The training plan of a balanced-LLR method on a held-out cell, exactly
     as ``llr.lastlayer.methods`` builds it: ``(positions, sample_weights,
     loss_weights)`` into the cell. ``llr``: every example (``sample_weights``
@@ -110,32 +150,39 @@ def balanced_plan(method: str, y: np.ndarray, g: np.ndarray, seed: int,
     return bal.positions, bal.sample_weights, bal.loss_weights
 
 
-def plan_weights(n: int, positions: np.ndarray, sample_weights: np.ndarray | None,
-                 loss_weights: np.ndarray | None) -> np.ndarray:
+def plan_weights(
+    n: int, positions: np.ndarray, sample_weights: np.ndarray | None, loss_weights: np.ndarray | None
+) -> np.ndarray:
     """Per-example training weight over a cell of ``n`` examples: sampling
     probability (upsampling) or loss weight (upweighting) of the examples
     used, 1 for plain use, 0 for examples left out (subsetting)."""
     pos = np.asarray(positions, dtype=np.int64)
-    w = sample_weights if sample_weights is not None else loss_weights if loss_weights is not None \
+    w = (
+        sample_weights
+        if sample_weights is not None
+        else loss_weights
+        if loss_weights is not None
         else np.ones(len(pos))
+    )
     return np.bincount(pos, weights=np.asarray(w, dtype=np.float64), minlength=n)
 
 
-def plan_ratios(method: str, y: np.ndarray, g: np.ndarray, seed: int, spec: DatasetSpec,
-                sample_weights: np.ndarray | None = None) -> dict[str, float]:
+def plan_ratios(
+    method: str, y: np.ndarray, g: np.ndarray, seed: int, spec: DatasetSpec, sample_weights: np.ndarray | None = None
+) -> dict[str, float]:
     """Effective (per-class) and pooled group ratio of a balanced-LLR
     method's plan on a cell (:func:`balanced_plan`)."""
     w = plan_weights(len(y), *balanced_plan(method, y, g, seed, sample_weights))
-    return {"effective_ratio": effective_group_ratio(y, g, w, spec),
-            "pooled_ratio": pooled_group_ratio(y, g, w, spec)}
+    return {"effective_ratio": effective_group_ratio(y, g, w, spec), "pooled_ratio": pooled_group_ratio(y, g, w, spec)}
 
 
-def afr_ratios(erm_logits: np.ndarray, y: np.ndarray, g: np.ndarray, gamma: float, spec: DatasetSpec,
-               balance_classes: bool = True) -> dict[str, float]:
+def afr_ratios(
+    erm_logits: np.ndarray, y: np.ndarray, g: np.ndarray, gamma: float, spec: DatasetSpec, balance_classes: bool = True
+) -> dict[str, float]:
     """Effective and pooled group ratio of AFR's weights at ``gamma``
-    (``exp(-gamma p_i)``, class-balanced; :func:`llr.lastlayer.methods.afr_weights`)
+    (``exp(-gamma p_i)``, class-balanced; :func:`llr.lastlayer.afr.afr_weights`)
     on a held-out set with ERM logits ``erm_logits`` (paper section 3.2)."""
-    from llr.lastlayer.methods import afr_weights
+    from llr.lastlayer.afr import afr_weights
 
     w = afr_weights(np.asarray(erm_logits, dtype=np.float64), y, gamma, balance_classes)
     return {"effective_ratio": effective_group_ratio(y, g, w, spec), "pooled_ratio": pooled_group_ratio(y, g, w, spec)}
@@ -144,6 +191,7 @@ def afr_ratios(erm_logits: np.ndarray, y: np.ndarray, g: np.ndarray, gamma: floa
 # --------------------------------------------------------------------------
 # The Figure 8 table
 # --------------------------------------------------------------------------
+
 
 def method_family(method: str, heldout: str) -> str:
     """Marker family of a run: LLR by held-out construction, DFR, CB-LLR,
@@ -187,23 +235,47 @@ def run_points(path: str, d: dict, ident: dict) -> list[dict]:
     counts = d.get("train_cell_group_counts") or d.get("train_group_counts")
     pooled = pooled_from_mass(d["group_mass"], counts, spec) if d.get("group_mass") and counts else float("nan")
     afr = d.get("afr") if isinstance(d.get("afr"), dict) else {}
-    base = {**ident, "family": method_family(ident["method"], ident["heldout"]),
-            "heldout_construction": d.get("heldout_construction", "subset"),
-            "heldout_group_ratio": _num(d.get("heldout_group_ratio")),
-            "train_group_ratio": _num(d.get("train_group_ratio"))}
-    rows = [{**base, "point": "run", "effective_ratio": _num(d["effective_group_ratio"]), "pooled_ratio": pooled,
-             "test_wga": _num(test["wga"]), "test_mean_acc": _num(test.get("mean_acc")),
-             "afr_gamma": _num(afr.get("gamma")), "afr_lambda": _num(afr.get("lambda"))}]
+    base = {
+        **ident,
+        "family": method_family(ident["method"], ident["heldout"]),
+        "heldout_construction": d.get("heldout_construction", "subset"),
+        "heldout_group_ratio": _num(d.get("heldout_group_ratio")),
+        "train_group_ratio": _num(d.get("train_group_ratio")),
+    }
+    rows = [
+        {
+            **base,
+            "point": "run",
+            "effective_ratio": _num(d["effective_group_ratio"]),
+            "pooled_ratio": pooled,
+            "test_wga": _num(test["wga"]),
+            "test_mean_acc": _num(test.get("mean_acc")),
+            "afr_gamma": _num(afr.get("gamma")),
+            "afr_lambda": _num(afr.get("lambda")),
+        }
+    ]
     grid = afr.get("grid") or []
     for i, r in enumerate(grid):
         missing = [k for k in ("gamma", "lambda", "effective_group_ratio", "test_wga") if k not in r]
         if missing:
-            raise LLRError(f"{path}: afr.grid[{i}]: key {missing[0]!r} missing; the AFR job records each grid "
-                           f"point's effective_group_ratio and test_wga (rerun it with the current llr)")
+            raise LLRError(
+                f"{path}: afr.grid[{i}]: key {missing[0]!r} missing; the AFR job records each grid "
+                f"point's effective_group_ratio and test_wga (rerun it with the current llr)"
+            )
         gp = pooled_from_mass(r["group_mass"], counts, spec) if r.get("group_mass") and counts else float("nan")
-        rows.append({**base, "family": "AFR grid", "point": "grid", "effective_ratio": _num(r["effective_group_ratio"]),
-                     "pooled_ratio": gp, "test_wga": _num(r["test_wga"]), "test_mean_acc": _num(r.get("test_mean_acc")),
-                     "afr_gamma": _num(r["gamma"]), "afr_lambda": _num(r["lambda"])})
+        rows.append(
+            {
+                **base,
+                "family": "AFR grid",
+                "point": "grid",
+                "effective_ratio": _num(r["effective_group_ratio"]),
+                "pooled_ratio": gp,
+                "test_wga": _num(r["test_wga"]),
+                "test_mean_acc": _num(r.get("test_mean_acc")),
+                "afr_gamma": _num(r["gamma"]),
+                "afr_lambda": _num(r["lambda"]),
+            }
+        )
     return rows
 
 
@@ -218,13 +290,23 @@ def effective_ratio_table(files: list[str]) -> pd.DataFrame:
     for f in dict.fromkeys(files):
         m = _LL_PATH.search(Path(f).as_posix())
         if not m:
-            raise LLRError(f"{f}: not a last-layer run path <dataset>/seed<k>/lastlayer/<erm>/<method>/<heldout>/metrics.json")
-        ident = {"dataset": m["dataset"], "seed": int(m["seed"]), "erm": m["erm"], "method": m["method"],
-                 "heldout": m["heldout"]}
+            raise LLRError(
+                f"{f}: not a last-layer run path <dataset>/seed<k>/lastlayer/<erm>/<method>/<heldout>/metrics.json"
+            )
+        ident = {
+            "dataset": m["dataset"],
+            "seed": int(m["seed"]),
+            "erm": m["erm"],
+            "method": m["method"],
+            "heldout": m["heldout"],
+        }
         rows += run_points(f, read_json(f, verify_signature=True), ident)
     df = pd.DataFrame(rows, columns=list(FIG8_COLUMNS))
-    return df.sort_values(["dataset", "seed", "erm", "method", "heldout", "point", "afr_gamma", "afr_lambda"],
-                          kind="stable", ignore_index=True)
+    return df.sort_values(
+        ["dataset", "seed", "erm", "method", "heldout", "point", "afr_gamma", "afr_lambda"],
+        kind="stable",
+        ignore_index=True,
+    )
 
 
 def _corr(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float, int]:
@@ -242,8 +324,10 @@ def _corr(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float, int
 
 def _mean_std(a: np.ndarray) -> tuple[float, float]:
     """Mean and std (ddof 1; 0 for one value; NaN for none)."""
-    return (float(a.mean()) if a.size else math.nan,
-            float(a.std(ddof=1)) if a.size > 1 else (0.0 if a.size else math.nan))
+    return (
+        float(a.mean()) if a.size else math.nan,
+        float(a.std(ddof=1)) if a.size > 1 else (0.0 if a.size else math.nan),
+    )
 
 
 def ratio_correlations(table: pd.DataFrame) -> pd.DataFrame:
@@ -261,20 +345,33 @@ def ratio_correlations(table: pd.DataFrame) -> pd.DataFrame:
                 x = np.log(np.where(e[col].to_numpy(float) > 0, e[col].to_numpy(float), np.nan))
                 yv = e["test_wga"].to_numpy(float)
                 pr, pp, sr, sp, n = _corr(x, yv)
-                per = [_corr(x[(e["seed"] == s).to_numpy()], yv[(e["seed"] == s).to_numpy()])
-                       for s in sorted(e["seed"].unique())]
+                per = [
+                    _corr(x[(e["seed"] == s).to_numpy()], yv[(e["seed"] == s).to_numpy()])
+                    for s in sorted(e["seed"].unique())
+                ]
                 pe = np.array([v[0] for v in per if np.isfinite(v[0])])
                 se = np.array([v[2] for v in per if np.isfinite(v[2])])
-                rows.append({"dataset": ds, "points": pts, "ratio": rname, "n_points": n,
-                             "n_seeds": int(e["seed"].nunique()), "pearson_r": pr, "pearson_p": pp,
-                             "spearman_r": sr, "spearman_p": sp,
-                             **dict(zip(("pearson_r_seed_mean", "pearson_r_seed_std"), _mean_std(pe))),
-                             **dict(zip(("spearman_r_seed_mean", "spearman_r_seed_std"), _mean_std(se)))})
+                rows.append(
+                    {
+                        "dataset": ds,
+                        "points": pts,
+                        "ratio": rname,
+                        "n_points": n,
+                        "n_seeds": int(e["seed"].nunique()),
+                        "pearson_r": pr,
+                        "pearson_p": pp,
+                        "spearman_r": sr,
+                        "spearman_p": sp,
+                        **dict(zip(("pearson_r_seed_mean", "pearson_r_seed_std"), _mean_std(pe))),
+                        **dict(zip(("spearman_r_seed_mean", "spearman_r_seed_std"), _mean_std(se))),
+                    }
+                )
     return pd.DataFrame(rows, columns=list(CORR_COLUMNS))
 
 
-def write_fig8_tables(files: list[str], out_table: str | os.PathLike, out_corr: str | os.PathLike
-                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def write_fig8_tables(
+    files: list[str], out_table: str | os.PathLike, out_corr: str | os.PathLike
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write ``fig8_effective_ratio.csv`` (:func:`effective_ratio_table`)
     and ``fig8_correlation.csv`` (:func:`ratio_correlations`)."""
     from llr.io import write_csv

@@ -1,1 +1,1 @@
-"""Datasets: the registry and standardized metadata, the real-dataset readers, the synthetic stand-ins, model-input caches, fixtures and the pre-flight check."""
+"""Datasets: the registry and standardized metadata, the real-dataset readers, the synthetic stand-ins, tokenizers and token caches, model-input readers, fixtures and the pre-flight check."""

@@ -43,42 +43,102 @@ CELEBA_ATTRIBUTES = (
     "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "
     "High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose "
     "Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
-    "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young").split()
+    "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
+).split()
 CELEBA_SIZE = (178, 218)  # (width, height) of img_align_celeba
 
 # CUB class folders (Waterbirds keeps CUB's folder names): y = 0 landbirds, y = 1 waterbirds.
 CUB_CLASSES = (
-    ("004.Groove_billed_Ani", "009.Brewer_Blackbird", "013.Bobolink", "029.American_Crow",
-     "094.White_breasted_Nuthatch"),
-    ("001.Black_footed_Albatross", "002.Laysan_Albatross", "045.Northern_Fulmar", "059.California_Gull",
-     "086.Pacific_Loon"),
+    (
+        "004.Groove_billed_Ani",
+        "009.Brewer_Blackbird",
+        "013.Bobolink",
+        "029.American_Crow",
+        "094.White_breasted_Nuthatch",
+    ),
+    (
+        "001.Black_footed_Albatross",
+        "002.Laysan_Albatross",
+        "045.Northern_Fulmar",
+        "059.California_Gull",
+        "086.Pacific_Loon",
+    ),
 )
 # Places categories used by Waterbirds: s = 0 land, s = 1 water.
 PLACES = (("/b/bamboo_forest/", "/f/forest/broadleaf/"), ("/o/ocean/", "/l/lake/natural/"))
 WATERBIRDS_SIZES = ((128, 96), (96, 128), (112, 112))  # (width, height) of the miniature images
 
 # Text fixtures: every word below is in the fixture vocabulary.
-CIVIL_CORE = (("thanks", "agree", "interesting", "helpful", "wonderful"),   # y = 0 non-toxic
-              ("idiot", "stupid", "pathetic", "disgusting", "moron"))        # y = 1 toxic
-CIVIL_IDENTITY_WORDS = {"male": "men", "female": "women", "LGBTQ": "gay", "christian": "christian",
-                        "muslim": "muslim", "other_religions": "jewish", "black": "black", "white": "white"}
-CIVIL_FILLER = ("the", "article", "about", "people", "today", "city", "council", "says", "this", "is",
-                "really", "and", "they", "were", "in", "town", "policy", "vote", "new", "plan")
-MNLI_CORE = (("wrong", "opposite", "false"),      # contradiction
-             ("indeed", "certainly", "truly"),    # entailment
-             ("perhaps", "maybe", "possibly"))    # neutral
+CIVIL_CORE = (
+    ("thanks", "agree", "interesting", "helpful", "wonderful"),  # y = 0 non-toxic
+    ("idiot", "stupid", "pathetic", "disgusting", "moron"),
+)  # y = 1 toxic
+CIVIL_IDENTITY_WORDS = {
+    "male": "men",
+    "female": "women",
+    "LGBTQ": "gay",
+    "christian": "christian",
+    "muslim": "muslim",
+    "other_religions": "jewish",
+    "black": "black",
+    "white": "white",
+}
+CIVIL_FILLER = (
+    "the",
+    "article",
+    "about",
+    "people",
+    "today",
+    "city",
+    "council",
+    "says",
+    "this",
+    "is",
+    "really",
+    "and",
+    "they",
+    "were",
+    "in",
+    "town",
+    "policy",
+    "vote",
+    "new",
+    "plan",
+)
+MNLI_CORE = (
+    ("wrong", "opposite", "false"),  # contradiction
+    ("indeed", "certainly", "truly"),  # entailment
+    ("perhaps", "maybe", "possibly"),
+)  # neutral
 # group_DRO marks sentence2_has_negation by these words (Gururangan et al., 2018).
 MNLI_NEGATION = ("nobody", "no", "never", "nothing")
 MNLI_SUBJECTS = ("the man", "a woman", "the children", "the dog", "a teacher", "the group", "my friend")
 MNLI_VERBS = ("walked", "talked", "played", "worked", "waited", "sang", "cooked")
 MNLI_PLACES = ("in the park", "at home", "near the river", "in the city", "at school", "by the lake")
-MNLI_GENRES = (("fiction", "government", "slate", "telephone", "travel"),
-               ("letters", "oup", "nineeleven", "facetoface", "verbatim"))
-EXTRA_WORDS = ("he", "said", "quoted", "she", "agreed", "someone", "did", "it", "was", "there", "went",
-               "then", "there's", "that's")
+MNLI_GENRES = (
+    ("fiction", "government", "slate", "telephone", "travel"),
+    ("letters", "oup", "nineeleven", "facetoface", "verbatim"),
+)
+EXTRA_WORDS = (
+    "he",
+    "said",
+    "quoted",
+    "she",
+    "agreed",
+    "someone",
+    "did",
+    "it",
+    "was",
+    "there",
+    "went",
+    "then",
+    "there's",
+    "that's",
+)
 
 
 # ---------------------------------------------------------------- counts
+
 
 def fixture_counts(name: str, total: int = DEFAULT_TOTAL, min_count: int = MIN_PER_GROUP) -> dict[str, list[int]]:
     """Group counts per split (groups g = y * |S| + s) of a miniature dataset:
@@ -86,7 +146,7 @@ def fixture_counts(name: str, total: int = DEFAULT_TOTAL, min_count: int = MIN_P
     ``min_count`` per group, then raised where needed so that within each
     split a group larger than another in Table 2 stays strictly larger (ties
     stay ties): the direction of the imbalance is that of the real dataset."""
-    from llr.reporting.tidy import PAPER_TABLE2
+    from llr.reporting.table2 import PAPER_TABLE2
 
     if name not in PAPER_TABLE2:
         raise LLRError(f"fixtures: no Table 2 counts for {name!r}; expected one of {sorted(PAPER_TABLE2)}")
@@ -106,8 +166,9 @@ def fixture_counts(name: str, total: int = DEFAULT_TOTAL, min_count: int = MIN_P
     return out
 
 
-def _groups(counts: dict[str, list[int]], n_spurious: int, rng: np.random.Generator,
-            shuffle: str = "all") -> pd.DataFrame:
+def _groups(
+    counts: dict[str, list[int]], n_spurious: int, rng: np.random.Generator, shuffle: str = "all"
+) -> pd.DataFrame:
     """One row per example: split, g, y, s; shuffled over all rows
     (``shuffle='all'``) or within each split, splits contiguous."""
     parts = [pd.DataFrame({"split": sp, "g": np.repeat(np.arange(len(c)), c)}) for sp, c in counts.items()]
@@ -128,6 +189,7 @@ def _count_table(df: pd.DataFrame, n_groups: int) -> dict[str, list[int]]:
 
 # ---------------------------------------------------------------- images
 
+
 def _save_jpegs(arrays: np.ndarray, paths: list[Path]) -> None:
     from PIL import Image
 
@@ -140,8 +202,9 @@ def _ellipse(h: int, w: int, cy: np.ndarray, cx: np.ndarray, ry: np.ndarray, rx:
     """Boolean masks (B, h, w) of axis-aligned ellipses, one per image."""
     yy = np.arange(h, dtype=np.float32)[None, :, None]
     xx = np.arange(w, dtype=np.float32)[None, None, :]
-    return (((yy - cy[:, None, None]) / ry[:, None, None]) ** 2
-            + ((xx - cx[:, None, None]) / rx[:, None, None]) ** 2) <= 1.0
+    return (
+        ((yy - cy[:, None, None]) / ry[:, None, None]) ** 2 + ((xx - cx[:, None, None]) / rx[:, None, None]) ** 2
+    ) <= 1.0
 
 
 def _finish(img: np.ndarray, rng: np.random.Generator, noise: int = 16) -> np.ndarray:
@@ -160,7 +223,7 @@ def bird_images(y: np.ndarray, s: np.ndarray, w: int, h: int, rng: np.random.Gen
     xx = np.arange(w, dtype=np.float32)[None, None, :]
     phase = rng.uniform(0, 2 * np.pi, size=(B, 1, 1)).astype(np.float32)
     trees = 0.5 + 0.5 * np.sin(xx * 0.45 + phase)  # (B, 1, w)
-    waves = 0.5 + 0.5 * np.sin(yy * 0.6 + phase)   # (B, h, 1)
+    waves = 0.5 + 0.5 * np.sin(yy * 0.6 + phase)  # (B, h, 1)
     land = np.array([55, 105, 45], np.float32) + trees[..., None] * np.array([25, 50, 15], np.float32)
     water = np.array([40, 85, 160], np.float32) + waves[..., None] * np.array([20, 30, 60], np.float32)
     land = np.broadcast_to(land, (B, h, w, 3))
@@ -177,8 +240,9 @@ def bird_images(y: np.ndarray, s: np.ndarray, w: int, h: int, rng: np.random.Gen
     return _finish(img, rng)
 
 
-def face_images(y: np.ndarray, s: np.ndarray, rng: np.random.Generator,
-                size: tuple[int, int] = CELEBA_SIZE) -> np.ndarray:
+def face_images(
+    y: np.ndarray, s: np.ndarray, rng: np.random.Generator, size: tuple[int, int] = CELEBA_SIZE
+) -> np.ndarray:
     """CelebA-like aligned faces (B, 218, 178, 3): the hair colour gives the
     class (blond: yellow; other: dark brown), the background tint the
     spurious attribute (female: warm; male: cool) and male faces a darker
@@ -202,6 +266,7 @@ def face_images(y: np.ndarray, s: np.ndarray, rng: np.random.Generator,
 
 # ---------------------------------------------------------------- writers
 
+
 def _species_file(folder: str, k: np.ndarray, ids: np.ndarray) -> list[str]:
     """CUB file names: ``001.Black_footed_Albatross`` ->
     ``Black_Footed_Albatross_0001_796111.jpg``."""
@@ -224,13 +289,16 @@ def write_waterbirds(d: Path, counts: dict[str, list[int]], rng: np.random.Gener
     for folder, rows in df.groupby("folder").groups.items():
         fnames[rows] = _species_file(folder, df.loc[rows, "k"].to_numpy(), ids[rows])
     place_cat = [PLACES[ss][k] for ss, k in zip(df["s"], rng.integers(0, 2, n))]
-    meta = pd.DataFrame({
-        "img_id": np.arange(1, n + 1),
-        "img_filename": fnames,
-        "y": df["y"], "split": df["split"].map({sp: i for i, sp in enumerate(SPLITS)}),
-        "place": df["s"],
-        "place_filename": [f"{c}{i:08d}.jpg" for c, i in zip(place_cat, rng.integers(1, 5000, n))],
-    })
+    meta = pd.DataFrame(
+        {
+            "img_id": np.arange(1, n + 1),
+            "img_filename": fnames,
+            "y": df["y"],
+            "split": df["split"].map({sp: i for i, sp in enumerate(SPLITS)}),
+            "place": df["s"],
+            "place_filename": [f"{c}{i:08d}.jpg" for c, i in zip(place_cat, rng.integers(1, 5000, n))],
+        }
+    )
     size_of = rng.integers(0, len(WATERBIRDS_SIZES), n)
     for j, (w, h) in enumerate(WATERBIRDS_SIZES):
         rows = np.flatnonzero(size_of == j)
@@ -282,9 +350,11 @@ def write_civilcomments(d: Path, counts: dict[str, list[int]], rng: np.random.Ge
     df = _groups(counts, 2, rng)
     n = len(df)
     y, s = df["y"].to_numpy(), df["s"].to_numpy()
-    core = np.where(rng.random(n) < 0.85,
-                    np.where(y == 1, _pick(CIVIL_CORE[1], rng, n), _pick(CIVIL_CORE[0], rng, n)),
-                    _pick(CIVIL_FILLER, rng, n))
+    core = np.where(
+        rng.random(n) < 0.85,
+        np.where(y == 1, _pick(CIVIL_CORE[1], rng, n), _pick(CIVIL_CORE[0], rng, n)),
+        _pick(CIVIL_FILLER, rng, n),
+    )
     ident_cols = list(CIVIL_IDENTITY_WORDS)
     which = rng.integers(0, len(ident_cols), n)
     f = [_pick(CIVIL_FILLER, rng, n) for _ in range(4)]
@@ -300,20 +370,28 @@ def write_civilcomments(d: Path, counts: dict[str, list[int]], rng: np.random.Ge
     tox = np.where(y == 1, _pick((0.5, 0.6, 0.7, 0.8, 1.0), rng, n), _pick((0.0, 0.1, 0.2, 0.4), rng, n))
     # Identity scores: the named identity >= 0.5 when s = 1; other columns below
     # 0.5 or NaN (comments without identity annotation).
-    ident = np.where(rng.random((n, len(ident_cols))) < 0.5, 0.0,
-                     _pick((0.0, 0.1, 0.2, 0.3), rng, n * len(ident_cols)).reshape(n, -1).astype(float))
+    ident = np.where(
+        rng.random((n, len(ident_cols))) < 0.5,
+        0.0,
+        _pick((0.0, 0.1, 0.2, 0.3), rng, n * len(ident_cols)).reshape(n, -1).astype(float),
+    )
     ident[np.flatnonzero(s == 1), which[s == 1]] = _pick((0.5, 0.6, 0.8, 1.0), rng, int(s.sum())).astype(float)
     unannotated = (s == 0) & (rng.random(n) < 0.3)
     ident[unannotated] = np.nan
-    out = pd.DataFrame({
-        "id": rng.choice(np.arange(239_000, 7_000_000), size=n, replace=False),
-        "comment_text": texts,
-        "split": df["split"].to_numpy(),
-        "created_date": "2016-05-05 01:20:51.216237+00",
-        "toxicity": tox.astype(float),
-        "severe_toxicity": 0.0, "obscene": 0.0, "identity_attack": 0.0, "insult": np.round(tox.astype(float) * 0.8, 6),
-        "threat": 0.0,
-    })
+    out = pd.DataFrame(
+        {
+            "id": rng.choice(np.arange(239_000, 7_000_000), size=n, replace=False),
+            "comment_text": texts,
+            "split": df["split"].to_numpy(),
+            "created_date": "2016-05-05 01:20:51.216237+00",
+            "toxicity": tox.astype(float),
+            "severe_toxicity": 0.0,
+            "obscene": 0.0,
+            "identity_attack": 0.0,
+            "insult": np.round(tox.astype(float) * 0.8, 6),
+            "threat": 0.0,
+        }
+    )
     for j, c in enumerate(ident_cols):
         out[c] = ident[:, j]
     out["identity_any"] = (np.nan_to_num(ident) >= 0.5).any(axis=1).astype(int)
@@ -349,29 +427,36 @@ def write_multinli(d: Path, counts: dict[str, list[int]], rng: np.random.Generat
         p = f"{subj[i].capitalize()} {verb[i]} {place[i]}."
         premise.append(f'"{p}" he said.' if quote else p)
         if s[i]:
-            h = {"no": f"There was no one {place[i]}, {core[i]}.",
-                 "never": f"{subj[i].capitalize()} never {verb[i]} {core[i]}.",
-                 "nothing": f"{subj[i].capitalize()} did nothing {place[i]}, {core[i]}.",
-                 "nobody": f"Nobody {verb[i]} {place[i]}, {core[i]}."}[neg[i]]
+            h = {
+                "no": f"There was no one {place[i]}, {core[i]}.",
+                "never": f"{subj[i].capitalize()} never {verb[i]} {core[i]}.",
+                "nothing": f"{subj[i].capitalize()} did nothing {place[i]}, {core[i]}.",
+                "nobody": f"Nobody {verb[i]} {place[i]}, {core[i]}.",
+            }[neg[i]]
         else:
             h = f"{subj[i].capitalize()} {core[i]} {verb[i]} {place[i]}."
         hyp.append(h)
     labels = np.array(["contradiction", "entailment", "neutral"], dtype=object)[y]
     n_train, n_m = int(round(0.8 * n)), int(round(0.1 * n))
-    bounds = {"train.tsv": (0, n_train), "dev_matched.tsv": (n_train, n_train + n_m),
-              "dev_mismatched.tsv": (n_train + n_m, n)}
+    bounds = {
+        "train.tsv": (0, n_train),
+        "dev_matched.tsv": (n_train, n_train + n_m),
+        "dev_mismatched.tsv": (n_train + n_m, n),
+    }
     for fname, (a, b) in bounds.items():
         genres = MNLI_GENRES[fname == "dev_mismatched.tsv"]
         prompt = rng.integers(1000, 150_000, b - a)
         cols = {
-            "index": np.arange(b - a), "promptID": prompt,
+            "index": np.arange(b - a),
+            "promptID": prompt,
             "pairID": [f"{p}{lab[0]}" for p, lab in zip(prompt, labels[a:b])],
             "genre": _pick(genres, rng, b - a),
             "sentence1_binary_parse": [_binary_parse(t) for t in premise[a:b]],
             "sentence2_binary_parse": [_binary_parse(t) for t in hyp[a:b]],
             "sentence1_parse": ["(ROOT " + _binary_parse(t) + ")" for t in premise[a:b]],
             "sentence2_parse": ["(ROOT " + _binary_parse(t) + ")" for t in hyp[a:b]],
-            "sentence1": premise[a:b], "sentence2": hyp[a:b],
+            "sentence1": premise[a:b],
+            "sentence2": hyp[a:b],
         }
         n_labels = 1 if fname == "train.tsv" else 5
         for k in range(1, n_labels + 1):
@@ -384,9 +469,14 @@ def write_multinli(d: Path, counts: dict[str, list[int]], rng: np.random.Generat
     # pandas index, so the unnamed first column has gaps in the dev rows;
     # rows, not that index, align with the tsv files.
     gaps = np.concatenate([np.zeros(n_train, np.int64), rng.random(n - n_train) < 0.05])
-    meta = pd.DataFrame({"gold_label": y, "sentence2_has_negation": has_negation(hyp),
-                         "split": df["split"].map({sp: i for i, sp in enumerate(SPLITS)}).to_numpy()},
-                        index=np.arange(n) + np.cumsum(gaps))
+    meta = pd.DataFrame(
+        {
+            "gold_label": y,
+            "sentence2_has_negation": has_negation(hyp),
+            "split": df["split"].map({sp: i for i, sp in enumerate(SPLITS)}).to_numpy(),
+        },
+        index=np.arange(n) + np.cumsum(gaps),
+    )
     meta.to_csv(d / "metadata_random.csv", index=True)
     return df
 
@@ -401,11 +491,22 @@ def has_negation(sentences) -> np.ndarray:
 
 # ---------------------------------------------------------------- vocabulary
 
+
 def fixture_words() -> list[str]:
     """Every word (lower-cased) and punctuation mark the text fixtures use."""
     words: set[str] = set()
-    pools = (*CIVIL_CORE, CIVIL_IDENTITY_WORDS.values(), CIVIL_FILLER, *MNLI_CORE, MNLI_NEGATION,
-             MNLI_SUBJECTS, MNLI_VERBS, MNLI_PLACES, EXTRA_WORDS, ("there", "was", "one", "did", "then"))
+    pools = (
+        *CIVIL_CORE,
+        CIVIL_IDENTITY_WORDS.values(),
+        CIVIL_FILLER,
+        *MNLI_CORE,
+        MNLI_NEGATION,
+        MNLI_SUBJECTS,
+        MNLI_VERBS,
+        MNLI_PLACES,
+        EXTRA_WORDS,
+        ("there", "was", "one", "did", "then"),
+    )
     for pool in pools:
         for phrase in pool:
             words.update(re.findall(r"\w+", phrase.lower()))
@@ -423,32 +524,67 @@ def write_vocab(out_dir: str | os.PathLike, tiny_bert: bool = False) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     vocab = list(SPECIAL_TOKENS) + fixture_words()
     (d / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    (d / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 512,
-        "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-        "mask_token": "[MASK]"}, indent=1))
-    (d / "special_tokens_map.json").write_text(json.dumps({
-        "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-        "mask_token": "[MASK]"}, indent=1))
+    (d / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "BertTokenizer",
+                "do_lower_case": True,
+                "model_max_length": 512,
+                "unk_token": "[UNK]",
+                "sep_token": "[SEP]",
+                "pad_token": "[PAD]",
+                "cls_token": "[CLS]",
+                "mask_token": "[MASK]",
+            },
+            indent=1,
+        )
+    )
+    (d / "special_tokens_map.json").write_text(
+        json.dumps(
+            {
+                "unk_token": "[UNK]",
+                "sep_token": "[SEP]",
+                "pad_token": "[PAD]",
+                "cls_token": "[CLS]",
+                "mask_token": "[MASK]",
+            },
+            indent=1,
+        )
+    )
     if tiny_bert:
         import torch
         from transformers import BertConfig, BertModel
 
         torch.manual_seed(0)
-        cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=256)
+        cfg = BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=256,
+        )
         BertModel(cfg).save_pretrained(d)
     return d
 
 
 # ---------------------------------------------------------------- all
 
-WRITERS = {"waterbirds": write_waterbirds, "celeba": write_celeba,
-           "civilcomments": write_civilcomments, "multinli": write_multinli}
+WRITERS = {
+    "waterbirds": write_waterbirds,
+    "celeba": write_celeba,
+    "civilcomments": write_civilcomments,
+    "multinli": write_multinli,
+}
 
 
-def write_fixtures(out_dir: str | os.PathLike, seed: int = 0, datasets=FIXTURE_DATASETS,
-                   total: int = DEFAULT_TOTAL, tiny_bert: bool = False) -> dict[str, dict[str, list[int]]]:
+def write_fixtures(
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    datasets=FIXTURE_DATASETS,
+    total: int = DEFAULT_TOTAL,
+    tiny_bert: bool = False,
+) -> dict[str, dict[str, list[int]]]:
     """Write the miniature datasets to ``out_dir/<dataset>/`` and the
     vocabulary to ``out_dir/bert_vocab/``; return the group counts written,
     ``{dataset: {split: [count of g = 0, 1, ...]}}``, also saved in
@@ -463,6 +599,7 @@ def write_fixtures(out_dir: str | os.PathLike, seed: int = 0, datasets=FIXTURE_D
         df = WRITERS[name](out / name, fixture_counts(name, total), rng)
         written[name] = _count_table(df, get_spec(name).n_groups)
     write_vocab(out / "bert_vocab", tiny_bert=tiny_bert)
-    (out / MANIFEST).write_text(json.dumps({"seed": int(seed), "total": int(total), "counts": written},
-                                           indent=1) + "\n")
+    (out / MANIFEST).write_text(
+        json.dumps({"seed": int(seed), "total": int(total), "counts": written}, indent=1) + "\n"
+    )
     return written

@@ -25,22 +25,24 @@ from llr.errors import LLRError
 # holding the marker (alternatives separated by '|').
 _COMPANIONS = {
     "celeba": ("list_eval_partition.txt|list_eval_partition.csv",),
-    "multinli": ("train.tsv|glue_data/MNLI/train.tsv|MNLI/train.tsv|../glue_data/MNLI/train.tsv|../MNLI/train.tsv"
-                 "|cached_train_bert-base-uncased_128_mnli",),
+    "multinli": (
+        "train.tsv|glue_data/MNLI/train.tsv|MNLI/train.tsv|../glue_data/MNLI/train.tsv|../MNLI/train.tsv"
+        "|cached_train_bert-base-uncased_128_mnli",
+    ),
 }
 
 # Where to get each dataset (official sources).
 SOURCES = {
     "waterbirds": "get it from the group_DRO Waterbirds tarball (Sagawa et al., 2020): "
-                  "https://nlp.stanford.edu/data/dro/waterbird_complete95_forest2water2.tar.gz",
+    "https://nlp.stanford.edu/data/dro/waterbird_complete95_forest2water2.tar.gz",
     "celeba": "get it from the official CelebA site (Liu et al., 2015): "
-              "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (img_align_celeba.zip, "
-              "Anno/list_attr_celeba.txt, Eval/list_eval_partition.txt)",
+    "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (img_align_celeba.zip, "
+    "Anno/list_attr_celeba.txt, Eval/list_eval_partition.txt)",
     "civilcomments": "get it from WILDS (Koh et al., 2021): "
-                     "python -c \"import wilds; wilds.get_dataset('civilcomments', root_dir=DATA_ROOT, download=True)\"",
+    "python -c \"import wilds; wilds.get_dataset('civilcomments', root_dir=DATA_ROOT, download=True)\"",
     "multinli": "get metadata_random.csv from group_DRO (Sagawa et al., 2020: github.com/kohpangwei/group_DRO, "
-                "dataset_metadata/multinli) and train.tsv, dev_matched.tsv, dev_mismatched.tsv from GLUE MNLI "
-                "(https://gluebenchmark.com/tasks)",
+    "dataset_metadata/multinli) and train.tsv, dev_matched.tsv, dev_mismatched.tsv from GLUE MNLI "
+    "(https://gluebenchmark.com/tasks)",
 }
 
 # sha256 of the official metadata files, computed from the copies in
@@ -48,14 +50,20 @@ SOURCES = {
 # CelebA: the official Anno/Eval files).
 KNOWN_SHA256: dict[str, dict[str, tuple[str, str]]] = {
     "waterbirds": {
-        "metadata.csv": ("2f023b9dc371f6fbb82c7cb810ff0f03e19c54c8055a2e37517ae7bb56644362",
-                         "group_DRO waterbird_complete95_forest2water2.tar.gz"),
+        "metadata.csv": (
+            "2f023b9dc371f6fbb82c7cb810ff0f03e19c54c8055a2e37517ae7bb56644362",
+            "group_DRO waterbird_complete95_forest2water2.tar.gz",
+        ),
     },
     "celeba": {
-        "list_attr_celeba.txt": ("f0e5da289d5ccf75ffe8811132694922b60f2af59256ed362afa03fefba324d0",
-                                 "official CelebA Anno/list_attr_celeba.txt"),
-        "list_eval_partition.txt": ("fc955bcb3ef8fbdf7d5640d9a8693a8431b5f2ee291a5c1449a1549e7e073fe7",
-                                    "official CelebA Eval/list_eval_partition.txt"),
+        "list_attr_celeba.txt": (
+            "f0e5da289d5ccf75ffe8811132694922b60f2af59256ed362afa03fefba324d0",
+            "official CelebA Anno/list_attr_celeba.txt",
+        ),
+        "list_eval_partition.txt": (
+            "fc955bcb3ef8fbdf7d5640d9a8693a8431b5f2ee291a5c1449a1549e7e073fe7",
+            "official CelebA Eval/list_eval_partition.txt",
+        ),
     },
 }
 
@@ -68,8 +76,12 @@ TORCHVISION_FILES = {
     ("resnet50", "IMAGENET1K_V1"): "resnet50-0676ba61.pth",
     ("resnet50", "IMAGENET1K_V2"): "resnet50-11ad3fa6.pth",
 }
-BERT_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-                     "pytorch_model.bin.index.json")
+BERT_WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
 BERT_TOKENIZER_FILES = ("vocab.txt", "tokenizer.json")
 SAMPLE_FILES = 2000  # image files checked per dataset by the doctor
 WORKFLOW_SAMPLE_FILES = 500  # ... and at workflow start-up
@@ -123,6 +135,7 @@ def check_dataset_files(name: str, data_root: str | os.PathLike) -> list[str]:
 
 # ---------------------------------------------------------------- datasets
 
+
 def _sample(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, bool]:
     """Row positions to check: all when n <= k, else the first, the last and
     a seeded random sample (k in all); and whether it is a sample."""
@@ -137,7 +150,7 @@ def _count_rows(name: str, meta) -> list[Row]:
     """Group counts per split against the paper's Table 2 (information: a
     miniature or re-split copy differs)."""
     from llr.data.registry import SPLITS, get_spec
-    from llr.reporting.tidy import PAPER_TABLE2
+    from llr.reporting.table2 import PAPER_TABLE2
 
     spec = get_spec(name)
     G = spec.n_groups
@@ -150,9 +163,16 @@ def _count_rows(name: str, meta) -> list[Row]:
         same &= bool(np.array_equal(c, paper))
         cells = "  ".join(f"{spec.group_name(k)} {c[k]} ({paper[k]})" for k in range(G))
         rows.append(Row(name, f"counts {sp}", "ok" if np.array_equal(c, paper) else "info", cells))
-    rows.append(Row(name, "table 2", "ok" if same else "info",
-                    "group counts equal the paper's Table 2" if same else
-                    "group counts (found, in parentheses the paper's Table 2) differ from Table 2"))
+    rows.append(
+        Row(
+            name,
+            "table 2",
+            "ok" if same else "info",
+            "group counts equal the paper's Table 2"
+            if same
+            else "group counts (found, in parentheses the paper's Table 2) differ from Table 2",
+        )
+    )
     return rows
 
 
@@ -165,15 +185,25 @@ def _image_rows(name: str, data_root, meta, sample: int) -> list[Row]:
         return [_bad(name, "images", "MISSING", str(e))]
     pos, sampled = _sample(len(paths), sample)
     exists = np.fromiter((os.path.isfile(paths[i]) for i in pos), dtype=bool, count=len(pos))
-    what = (f"a seeded sample of {len(pos)} of {len(paths)} image files (first, last and random)" if sampled
-            else f"all {len(paths)} image files")
+    what = (
+        f"a seeded sample of {len(pos)} of {len(paths)} image files (first, last and random)"
+        if sampled
+        else f"all {len(paths)} image files"
+    )
     if not exists.all():
         first = paths[pos[np.flatnonzero(~exists)[0]]]
-        hint = {"waterbirds": f"every img_filename of metadata.csv under {first.parent.parent}",
-                "celeba": f"every image of list_attr_celeba.txt in {first.parent}"}[name]
-        return [_bad(name, "images", "MISSING",
-                     f"{name}: image {first} missing ({int((~exists).sum())} missing among {what}); "
-                     f"expected {hint}")]
+        hint = {
+            "waterbirds": f"every img_filename of metadata.csv under {first.parent.parent}",
+            "celeba": f"every image of list_attr_celeba.txt in {first.parent}",
+        }[name]
+        return [
+            _bad(
+                name,
+                "images",
+                "MISSING",
+                f"{name}: image {first} missing ({int((~exists).sum())} missing among {what}); expected {hint}",
+            )
+        ]
     rows = [Row(name, "images", "ok", f"{what} present")]
     for i in pos[:3]:  # a few decode
         try:
@@ -187,8 +217,14 @@ def _image_rows(name: str, data_root, meta, sample: int) -> list[Row]:
 def _text_rows(name: str, data_root, meta, full: bool) -> list[Row]:
     """Texts: the file and column exist (fast), or (``full``) every text of
     the metadata loads and MultiNLI's tsv rows align with metadata_random.csv."""
-    from llr.data.real import CIVILCOMMENTS_TEXT_COLUMN, MNLI_TSV_FILES, _MNLI_TEXT_DIRS, find_dataset_dir, \
-        find_cached_mnli, load_texts
+    from llr.data.real import (
+        _MNLI_TEXT_DIRS,
+        CIVILCOMMENTS_TEXT_COLUMN,
+        MNLI_TSV_FILES,
+        find_cached_mnli,
+        find_dataset_dir,
+        load_texts,
+    )
 
     d = find_dataset_dir(name, data_root)
     if full:
@@ -198,8 +234,15 @@ def _text_rows(name: str, data_root, meta, full: bool) -> list[Row]:
             return [_bad(name, "texts", "MALFORMED", str(e))]
         empty = sum(1 for t in texts if not (t if isinstance(t, str) else "".join(t)).strip())
         note = f"; {empty} empty" if empty else ""
-        return [Row(name, "texts", "ok", f"all {len(texts)} texts load{note}"
-                    + (" (tsv rows aligned with metadata_random.csv)" if name == "multinli" else ""))]
+        return [
+            Row(
+                name,
+                "texts",
+                "ok",
+                f"all {len(texts)} texts load{note}"
+                + (" (tsv rows aligned with metadata_random.csv)" if name == "multinli" else ""),
+            )
+        ]
     if name == "civilcomments":
         import pandas as pd
 
@@ -211,10 +254,19 @@ def _text_rows(name: str, data_root, meta, full: bool) -> list[Row]:
     missing = [fn for fn in MNLI_TSV_FILES if not any((d / r / fn).is_file() for r in _MNLI_TEXT_DIRS)]
     if missing:
         cached = find_cached_mnli(d)
-        return [_bad(name, "texts", "MISSING",
-                     f"{name}: GLUE MNLI file {d / missing[0]} missing (also looked in {d}/glue_data/MNLI)"
-                     + (" (group_DRO's cached features are present, but the workflow tokenizes the tsv files)"
-                        if cached else ""))]
+        return [
+            _bad(
+                name,
+                "texts",
+                "MISSING",
+                f"{name}: GLUE MNLI file {d / missing[0]} missing (also looked in {d}/glue_data/MNLI)"
+                + (
+                    " (group_DRO's cached features are present, but the workflow tokenizes the tsv files)"
+                    if cached
+                    else ""
+                ),
+            )
+        ]
     return [Row(name, "texts", "ok", f"{', '.join(MNLI_TSV_FILES)} present")]
 
 
@@ -232,14 +284,21 @@ def _checksum_rows(name: str, d: Path) -> list[Row]:
         if got == digest:
             rows.append(Row(name, "sha256", "ok", f"{fn} matches the {source} ({digest[:12]}...)"))
         else:
-            rows.append(Row(name, "sha256", "DIFFERS",
-                            f"{fn} sha256 {got[:12]}... differs from the {source} ({digest[:12]}...): "
-                            f"not the official file (expected for fixtures)"))
+            rows.append(
+                Row(
+                    name,
+                    "sha256",
+                    "DIFFERS",
+                    f"{fn} sha256 {got[:12]}... differs from the {source} ({digest[:12]}...): "
+                    f"not the official file (expected for fixtures)",
+                )
+            )
     return rows
 
 
-def dataset_rows(name: str, data_root: str | os.PathLike, *, sample: int = SAMPLE_FILES,
-                 full: bool = True, checksum: bool = True) -> list[Row]:
+def dataset_rows(
+    name: str, data_root: str | os.PathLike, *, sample: int = SAMPLE_FILES, full: bool = True, checksum: bool = True
+) -> list[Row]:
     """Every check of one real dataset: folder found, companion files,
     metadata readable with every group in every split (``prepare_real``),
     group counts against Table 2, sampled image files present (text:
@@ -277,6 +336,7 @@ def dataset_rows(name: str, data_root: str | os.PathLike, *, sample: int = SAMPL
 
 # ---------------------------------------------------------------- weights
 
+
 def torch_hub_dir() -> Path:
     """torch.hub.get_dir() without importing torch: $TORCH_HOME/hub, else
     $XDG_CACHE_HOME/torch/hub, else ~/.cache/torch/hub."""
@@ -290,8 +350,9 @@ def _settings(ds: str, config: dict) -> list[tuple[str, dict]]:
     erm = dict((config.get("erm") or {}).get(ds) or {})
     over = erm.pop("section2", None) or {}
     out = [(f"erm.{ds}", erm)]
-    wants2 = (set(config.get("figures", ["fig2", "fig3"])) & {"fig2", "fig3"}
-              or "table1" in set(config.get("tables", ["table1"])))
+    wants2 = set(config.get("figures", ["fig2", "fig3"])) & {"fig2", "fig3"} or "table1" in set(
+        config.get("tables", ["table1"])
+    )
     if over and wants2:
         out.append((f"erm.{ds}.section2", {**erm, **over}))
     return out
@@ -305,11 +366,16 @@ def _imagenet_row(ds: str, label: str, arch: str) -> Row:
     path = torch_hub_dir() / "checkpoints" / fn
     if path.is_file():
         return Row(ds, "weights", "ok", f"{label}: {arch} ImageNet weights {variant} at {path}")
-    return Row(ds, "weights", "MISSING",
-               f"{ds}: {label}.imagenet is true but the {arch} ImageNet weights ({variant}) {path} are missing; "
-               f"expected torchvision's checkpoint in $TORCH_HOME/hub/checkpoints (TORCH_HOME="
-               f"{os.environ.get('TORCH_HOME', 'unset')}); get it from https://download.pytorch.org/models/{fn} "
-               f"(torchvision {arch} weights={variant}) or set imagenet: false", True)
+    return Row(
+        ds,
+        "weights",
+        "MISSING",
+        f"{ds}: {label}.imagenet is true but the {arch} ImageNet weights ({variant}) {path} are missing; "
+        f"expected torchvision's checkpoint in $TORCH_HOME/hub/checkpoints (TORCH_HOME="
+        f"{os.environ.get('TORCH_HOME', 'unset')}); get it from https://download.pytorch.org/models/{fn} "
+        f"(torchvision {arch} weights={variant}) or set imagenet: false",
+        True,
+    )
 
 
 def _folder_missing(d: Path) -> list[str]:
@@ -351,17 +417,27 @@ def _bert_row(ds: str, label: str, mp: str, tokenizer_only: bool = False) -> Row
         if p.is_file():
             return Row(ds, "bert", "ok", f"{label}: {mp} is a weights file")
         if not p.is_dir():
-            return Row(ds, "bert", "MISSING",
-                       f"{ds}: {label}.model_path {mp} is not a folder; expected a local transformers folder "
-                       f"(config.json, vocab.txt, weights) or a hub name such as bert-base-uncased", True)
+            return Row(
+                ds,
+                "bert",
+                "MISSING",
+                f"{ds}: {label}.model_path {mp} is not a folder; expected a local transformers folder "
+                f"(config.json, vocab.txt, weights) or a hub name such as bert-base-uncased",
+                True,
+            )
         missing = _folder_missing(p)
         if tokenizer_only:
             missing = [m for m in missing if m == "vocab.txt"]
         if missing:
-            return Row(ds, "bert", "MISSING",
-                       f"{ds}: {label}.model_path folder {p} lacks {', '.join(missing)}; expected a complete "
-                       f"transformers folder (config.json, vocab.txt, model.safetensors or pytorch_model.bin), "
-                       f"e.g. save_pretrained of the hub model", True)
+            return Row(
+                ds,
+                "bert",
+                "MISSING",
+                f"{ds}: {label}.model_path folder {p} lacks {', '.join(missing)}; expected a complete "
+                f"transformers folder (config.json, vocab.txt, model.safetensors or pytorch_model.bin), "
+                f"e.g. save_pretrained of the hub model",
+                True,
+            )
         return Row(ds, "bert", "ok", f"{label}: {what} folder {p} complete")
     missing = _hub_missing(mp)
     if missing is None:
@@ -371,10 +447,15 @@ def _bert_row(ds: str, label: str, mp: str, tokenizer_only: bool = False) -> Row
     if missing:
         from huggingface_hub.constants import HF_HUB_CACHE
 
-        return Row(ds, "bert", "MISSING",
-                   f"{ds}: {label}: {what} {mp!r} not in the Hugging Face cache {HF_HUB_CACHE} (lacks "
-                   f"{', '.join(missing)}); expected it cached for offline use (huggingface-cli download {mp}) "
-                   f"or model_path set to a local folder (config.json, vocab.txt, weights)", True)
+        return Row(
+            ds,
+            "bert",
+            "MISSING",
+            f"{ds}: {label}: {what} {mp!r} not in the Hugging Face cache {HF_HUB_CACHE} (lacks "
+            f"{', '.join(missing)}); expected it cached for offline use (huggingface-cli download {mp}) "
+            f"or model_path set to a local folder (config.json, vocab.txt, weights)",
+            True,
+        )
     return Row(ds, "bert", "ok", f"{label}: {what} {mp!r} in the Hugging Face cache")
 
 
@@ -394,20 +475,26 @@ def model_rows(ds: str, config: dict) -> list[Row]:
         mp = s.get("model_path")
         if mp:
             rows.append(_bert_row(ds, label, str(mp)))
-        elif (spec is not None and spec.modality == "text" and not spec.synthetic and label == f"erm.{ds}"
-              and arch):
+        elif spec is not None and spec.modality == "text" and not spec.synthetic and label == f"erm.{ds}" and arch:
             rows.append(_bert_row(ds, label, arch, tokenizer_only=True))
     return rows
 
 
 # ---------------------------------------------------------------- entry points
 
-def doctor_rows(datasets, data_root: str | os.PathLike, config: dict, *, sample: int = SAMPLE_FILES,
-                full: bool = True, checksum: bool = True) -> list[Row]:
+
+def doctor_rows(
+    datasets,
+    data_root: str | os.PathLike,
+    config: dict,
+    *,
+    sample: int = SAMPLE_FILES,
+    full: bool = True,
+    checksum: bool = True,
+) -> list[Row]:
     """Every check of every configured dataset (real datasets: files; all:
     weights)."""
     from llr.data.real import LAYOUTS
-
     from llr.data.registry import DATASETS
 
     rows: list[Row] = []

@@ -28,16 +28,18 @@ import pandas as pd
 from llr.data.registry import SPLITS, get_spec, standardize
 from llr.errors import LLRError
 from llr.io import atomic_path, write_csv
+from llr.runtime.progress import progress
 
 SPLIT_CODES = {0: "train", 1: "val", 2: "test"}
-CIVILCOMMENTS_IDENTITIES = ("male", "female", "LGBTQ", "christian", "muslim",
-                            "other_religions", "black", "white")
+CIVILCOMMENTS_IDENTITIES = ("male", "female", "LGBTQ", "christian", "muslim", "other_religions", "black", "white")
 CIVILCOMMENTS_TEXT_COLUMN = "comment_text"
 MNLI_LABELS = {"contradiction": 0, "entailment": 1, "neutral": 2}
 MNLI_TSV_FILES = ("train.tsv", "dev_matched.tsv", "dev_mismatched.tsv")
-MNLI_CACHED_FILES = ("cached_train_bert-base-uncased_128_mnli",
-                     "cached_dev_bert-base-uncased_128_mnli",
-                     "cached_dev_bert-base-uncased_128_mnli-mm")
+MNLI_CACHED_FILES = (
+    "cached_train_bert-base-uncased_128_mnli",
+    "cached_dev_bert-base-uncased_128_mnli",
+    "cached_dev_bert-base-uncased_128_mnli-mm",
+)
 # Folders where group_DRO / GLUE keep the MNLI text and its cached tokens,
 # relative to the folder holding metadata_random.csv.
 _MNLI_TEXT_DIRS = (".", "glue_data/MNLI", "MNLI", "../glue_data/MNLI", "../MNLI")
@@ -54,21 +56,29 @@ class Layout:
 
 LAYOUTS: dict[str, Layout] = {
     "waterbirds": Layout(
-        ("metadata.csv",), ("waterbird_complete95_forest2water2", "waterbirds_v1.0"),
+        ("metadata.csv",),
+        ("waterbird_complete95_forest2water2", "waterbirds_v1.0"),
         "waterbirds/[waterbird_complete95_forest2water2/]metadata.csv with columns "
-        "img_id,img_filename,y,split,place,place_filename (split 0/1/2) beside the image folders"),
+        "img_id,img_filename,y,split,place,place_filename (split 0/1/2) beside the image folders",
+    ),
     "celeba": Layout(
-        ("list_attr_celeba.txt", "list_attr_celeba.csv"), ("celeba", "celebA_v1.0"),
+        ("list_attr_celeba.txt", "list_attr_celeba.csv"),
+        ("celeba", "celebA_v1.0"),
         "celeba/list_attr_celeba.txt (or .csv) and list_eval_partition.txt (or .csv), "
-        "images in celeba/img_align_celeba/"),
+        "images in celeba/img_align_celeba/",
+    ),
     "civilcomments": Layout(
-        ("all_data_with_identities.csv",), ("civilcomments_v1.0",),
+        ("all_data_with_identities.csv",),
+        ("civilcomments_v1.0",),
         "civilcomments/[civilcomments_v1.0/]all_data_with_identities.csv (WILDS) with columns "
-        "comment_text,split,toxicity," + ",".join(CIVILCOMMENTS_IDENTITIES)),
+        "comment_text,split,toxicity," + ",".join(CIVILCOMMENTS_IDENTITIES),
+    ),
     "multinli": Layout(
-        ("metadata_random.csv",), ("data",),
+        ("metadata_random.csv",),
+        ("data",),
         "multinli/metadata_random.csv (gold_label,sentence2_has_negation,split 0/1/2) with the "
-        "GLUE MNLI train.tsv, dev_matched.tsv, dev_mismatched.tsv (or group_DRO's cached_*_mnli* files)"),
+        "GLUE MNLI train.tsv, dev_matched.tsv, dev_mismatched.tsv (or group_DRO's cached_*_mnli* files)",
+    ),
 }
 
 
@@ -96,11 +106,11 @@ def find_dataset_dir(name: str, data_root: str | os.PathLike) -> Path:
         if any((cand / m).is_file() for m in layout.markers):
             return cand
     where = root / name if (root / name).is_dir() else root
-    raise LLRError(f"{name}: no {' or '.join(layout.markers)} found under {where}; "
-                   f"expected {root}/{layout.expected}")
+    raise LLRError(f"{name}: no {' or '.join(layout.markers)} found under {where}; expected {root}/{layout.expected}")
 
 
 # ---------------------------------------------------------------- reading
+
 
 def _read_csv(name: str, path: Path, expected: str, **kw) -> pd.DataFrame:
     """pandas.read_csv with one-line errors naming dataset, file and layout."""
@@ -124,8 +134,9 @@ def _map_codes(name: str, path: Path, column: str, values: pd.Series, mapping: d
     out = num.map(mapping)
     bad = out.isna().to_numpy()
     if bad.any():
-        raise LLRError(f"{name}: {path}: {column} value {values[bad].iloc[0]!r} not in "
-                       f"{'/'.join(str(k) for k in mapping)}")
+        raise LLRError(
+            f"{name}: {path}: {column} value {values[bad].iloc[0]!r} not in {'/'.join(str(k) for k in mapping)}"
+        )
     return out.to_numpy(dtype=object)
 
 
@@ -143,11 +154,13 @@ def _prepare_waterbirds(d: Path) -> tuple[pd.DataFrame, Path]:
     path = d / "metadata.csv"
     raw = _read_csv("waterbirds", path, exp)
     _require("waterbirds", path, raw.columns, ("img_filename", "y", "split", "place"), exp)
-    df = pd.DataFrame({
-        "split": _map_codes("waterbirds", path, "split", raw["split"], SPLIT_CODES),
-        "y": raw["y"].to_numpy(),
-        "s": raw["place"].to_numpy(),
-    })
+    df = pd.DataFrame(
+        {
+            "split": _map_codes("waterbirds", path, "split", raw["split"], SPLIT_CODES),
+            "y": raw["y"].to_numpy(),
+            "s": raw["place"].to_numpy(),
+        }
+    )
     for col in ("img_id", "img_filename", "place_filename"):
         if col in raw.columns:
             df[col] = raw[col].to_numpy()
@@ -165,15 +178,27 @@ def _read_celeba_attrs(d: Path) -> tuple[pd.DataFrame, Path]:
         try:
             n_rows = int(first.strip())
         except ValueError:
-            raise LLRError(f"celeba: {txt}: first line {first.strip()[:40]!r} is not the row count; "
-                           f"expected a row count, a line of 40 attribute names, then 'filename v1 ... v40'") from None
+            raise LLRError(
+                f"celeba: {txt}: first line {first.strip()[:40]!r} is not the row count; "
+                f"expected a row count, a line of 40 attribute names, then 'filename v1 ... v40'"
+            ) from None
         names = second.split()
         _require("celeba", txt, names, need, "second line of 40 attribute names")
-        attrs = _read_csv("celeba", txt, exp, sep=r"\s+", skiprows=2, header=None,
-                          names=["image_id", *names], usecols=["image_id", *need])
+        attrs = _read_csv(
+            "celeba",
+            txt,
+            exp,
+            sep=r"\s+",
+            skiprows=2,
+            header=None,
+            names=["image_id", *names],
+            usecols=["image_id", *need],
+        )
         if len(attrs) != n_rows:
-            raise LLRError(f"celeba: {txt}: {len(attrs)} rows but the first line says {n_rows}; "
-                           f"expected a complete list_attr_celeba.txt")
+            raise LLRError(
+                f"celeba: {txt}: {len(attrs)} rows but the first line says {n_rows}; "
+                f"expected a complete list_attr_celeba.txt"
+            )
         return attrs, txt
     attrs = _read_csv("celeba", csv_path, exp)
     _require("celeba", csv_path, attrs.columns, ("image_id", *need), "image_id plus the 40 attribute columns")
@@ -206,15 +231,19 @@ def _prepare_celeba(d: Path) -> tuple[pd.DataFrame, str]:
         codes = pd.Series(part["partition"].to_numpy(), index=pids).reindex(ids)
         if codes.isna().any():
             missing = ids[codes.isna().to_numpy()][0]
-            raise LLRError(f"celeba: {ppath}: no partition for image {missing!r} listed in {apath.name}; "
-                           f"expected one line 'filename 0/1/2' per image")
+            raise LLRError(
+                f"celeba: {ppath}: no partition for image {missing!r} listed in {apath.name}; "
+                f"expected one line 'filename 0/1/2' per image"
+            )
         codes = codes.reset_index(drop=True)
-    df = pd.DataFrame({
-        "split": _map_codes("celeba", ppath, "partition", codes, SPLIT_CODES),
-        "y": _binary_attribute("celeba", apath, "Blond_Hair", attrs["Blond_Hair"]),
-        "s": _binary_attribute("celeba", apath, "Male", attrs["Male"]),
-        "image_id": ids,
-    })
+    df = pd.DataFrame(
+        {
+            "split": _map_codes("celeba", ppath, "partition", codes, SPLIT_CODES),
+            "y": _binary_attribute("celeba", apath, "Blond_Hair", attrs["Blond_Hair"]),
+            "s": _binary_attribute("celeba", apath, "Male", attrs["Male"]),
+            "image_id": ids,
+        }
+    )
     return df, f"{apath} (splits from {ppath.name})"
 
 
@@ -233,11 +262,13 @@ def _prepare_civilcomments(d: Path) -> tuple[pd.DataFrame, Path]:
         bad = raw["toxicity"][tox.isna()].iloc[0]
         raise LLRError(f"civilcomments: {path}: toxicity value {bad!r} is not a number; expected scores in [0, 1]")
     ident = raw[list(CIVILCOMMENTS_IDENTITIES)].apply(pd.to_numeric, errors="coerce")
-    df = pd.DataFrame({
-        "split": raw["split"].to_numpy(dtype=object),
-        "y": (tox.to_numpy() >= 0.5).astype(np.int64),
-        "s": (ident.to_numpy() >= 0.5).any(axis=1).astype(np.int64),  # NaN counts as absent
-    })
+    df = pd.DataFrame(
+        {
+            "split": raw["split"].to_numpy(dtype=object),
+            "y": (tox.to_numpy() >= 0.5).astype(np.int64),
+            "s": (ident.to_numpy() >= 0.5).any(axis=1).astype(np.int64),  # NaN counts as absent
+        }
+    )
     if "id" in raw.columns:
         df["id"] = raw["id"].to_numpy()
     df["source_row"] = np.flatnonzero(keep)  # row of the source file, for load_texts
@@ -252,11 +283,13 @@ def _prepare_multinli(d: Path) -> tuple[pd.DataFrame, Path]:
     neg = raw["sentence2_has_negation"]
     if neg.dtype == bool:
         neg = neg.astype(np.int64)
-    df = pd.DataFrame({
-        "split": _map_codes("multinli", path, "split", raw["split"], SPLIT_CODES),
-        "y": raw["gold_label"].to_numpy(),
-        "s": neg.to_numpy(),
-    })
+    df = pd.DataFrame(
+        {
+            "split": _map_codes("multinli", path, "split", raw["split"], SPLIT_CODES),
+            "y": raw["gold_label"].to_numpy(),
+            "s": neg.to_numpy(),
+        }
+    )
     return df, path
 
 
@@ -288,16 +321,18 @@ def prepare(name: str, data_root: str | os.PathLike, out_csv: str | os.PathLike)
 
 # ---------------------------------------------------------------- images
 
+
 def _celeba_image_dir(d: Path) -> Path:
     for cand in (d / "img_align_celeba" / "img_align_celeba", d / "img_align_celeba"):
         if cand.is_dir() and not (cand / "img_align_celeba").is_dir():
             return cand
-    raise LLRError(f"celeba: image folder {d / 'img_align_celeba'} missing; "
-                   f"expected the aligned JPEGs in {d}/img_align_celeba/000001.jpg ...")
+    raise LLRError(
+        f"celeba: image folder {d / 'img_align_celeba'} missing; "
+        f"expected the aligned JPEGs in {d}/img_align_celeba/000001.jpg ..."
+    )
 
 
-def image_paths(name: str, data_root: str | os.PathLike, meta: pd.DataFrame,
-                check: int = 5) -> list[Path]:
+def image_paths(name: str, data_root: str | os.PathLike, meta: pd.DataFrame, check: int = 5) -> list[Path]:
     """Image file of every row of ``meta`` (in row order); the first ``check``
     are checked to exist."""
     d = find_dataset_dir(name, data_root)
@@ -341,8 +376,7 @@ def load_image(path: str | os.PathLike, size: int = 256) -> np.ndarray:
     return arr.transpose(2, 0, 1)
 
 
-def build_image_cache(paths: list, out_npy: str | os.PathLike, size: int = 256,
-                      workers: int = 1) -> Path:
+def build_image_cache(paths: list, out_npy: str | os.PathLike, size: int = 256, workers: int = 1) -> Path:
     """Decode every image once into a uint8 array (N, 3, size, size) written
     with ``np.lib.format.open_memmap`` to a temporary file, renamed onto
     ``out_npy`` only when complete. The train transform (RandomResizedCrop(224,
@@ -358,23 +392,27 @@ def build_image_cache(paths: list, out_npy: str | os.PathLike, size: int = 256,
         def fill(i: int) -> None:
             arr[i] = load_image(paths[i], size)
 
+        desc = f"image cache {out.parent.name}/{out.name}"
         if workers > 1:
             with ThreadPoolExecutor(workers) as ex:
-                for _ in ex.map(fill, range(len(paths)), chunksize=64):
+                for _ in progress(
+                    ex.map(fill, range(len(paths)), chunksize=64), desc=desc, total=len(paths), unit="img"
+                ):
                     pass
         else:
-            for i in range(len(paths)):
+            for i in progress(range(len(paths)), desc=desc, unit="img"):
                 fill(i)
         arr.flush()
-        del arr
+        arr = None  # closes the memmap before the rename
     return out
 
 
 # ---------------------------------------------------------------- text
 
+
 def _find_in(d: Path, rel_dirs, filename: str) -> Path | None:
     for rel in rel_dirs:
-        p = (d / rel / filename)
+        p = d / rel / filename
         if p.is_file():
             return p
     return None
@@ -384,8 +422,10 @@ def _rows(meta: pd.DataFrame, n_source: int, name: str, source: Path) -> np.ndar
     col = "source_row" if "source_row" in meta.columns else "idx"
     rows = meta[col].to_numpy(dtype=np.int64)
     if len(rows) and (rows.min() < 0 or rows.max() >= n_source):
-        raise LLRError(f"{name}: {source}: has {n_source} rows but the metadata table refers to row "
-                       f"{int(rows.max())}; expected the file the metadata was prepared from")
+        raise LLRError(
+            f"{name}: {source}: has {n_source} rows but the metadata table refers to row "
+            f"{int(rows.max())}; expected the file the metadata was prepared from"
+        )
     return rows
 
 
@@ -398,18 +438,31 @@ def _mnli_metadata_labels(d: Path) -> np.ndarray:
 
 def _check_mnli_alignment(labels: np.ndarray, meta_labels: np.ndarray, what: str) -> None:
     if len(labels) != len(meta_labels):
-        raise LLRError(f"multinli: {what}: {len(labels)} rows but metadata_random.csv has {len(meta_labels)}; "
-                       f"expected {' + '.join(MNLI_TSV_FILES)} matching its rows one to one")
+        raise LLRError(
+            f"multinli: {what}: {len(labels)} rows but metadata_random.csv has {len(meta_labels)}; "
+            f"expected {' + '.join(MNLI_TSV_FILES)} matching its rows one to one"
+        )
     bad = np.flatnonzero(labels != meta_labels)
     if len(bad):
-        raise LLRError(f"multinli: {what}: label of row {int(bad[0])} differs from metadata_random.csv "
-                       f"({len(bad)} rows differ); expected rows aligned with metadata_random.csv")
+        raise LLRError(
+            f"multinli: {what}: label of row {int(bad[0])} differs from metadata_random.csv "
+            f"({len(bad)} rows differ); expected rows aligned with metadata_random.csv"
+        )
 
 
 def _read_mnli_tsv(path: Path) -> pd.DataFrame:
     exp = "GLUE MNLI tsv with columns sentence1,sentence2,gold_label"
-    df = _read_csv("multinli", path, exp, sep="\t", quoting=csv.QUOTE_NONE, dtype=str,
-                   keep_default_na=False, na_filter=False, encoding="utf-8")
+    df = _read_csv(
+        "multinli",
+        path,
+        exp,
+        sep="\t",
+        quoting=csv.QUOTE_NONE,
+        dtype=str,
+        keep_default_na=False,
+        na_filter=False,
+        encoding="utf-8",
+    )
     _require("multinli", path, df.columns, ("sentence1", "sentence2", "gold_label"), exp)
     return df[["sentence1", "sentence2", "gold_label"]]
 
@@ -426,23 +479,30 @@ def load_texts(name: str, data_root: str | os.PathLike, meta: pd.DataFrame) -> l
         exp = LAYOUTS[name].expected
         header = _read_csv(name, path, exp, nrows=0).columns
         _require(name, path, header, (CIVILCOMMENTS_TEXT_COLUMN,), exp)
-        text = _read_csv(name, path, exp, usecols=[CIVILCOMMENTS_TEXT_COLUMN], dtype=str,
-                         keep_default_na=False)[CIVILCOMMENTS_TEXT_COLUMN].to_numpy(dtype=object)
+        text = _read_csv(name, path, exp, usecols=[CIVILCOMMENTS_TEXT_COLUMN], dtype=str, keep_default_na=False)[
+            CIVILCOMMENTS_TEXT_COLUMN
+        ].to_numpy(dtype=object)
         return text[_rows(meta, len(text), name, path)].tolist()
     if name == "multinli":
         parts = []
         for fn in MNLI_TSV_FILES:
             p = _find_in(d, _MNLI_TEXT_DIRS, fn)
             if p is None:
-                raise LLRError(f"multinli: file {d / 'glue_data' / 'MNLI' / fn} missing (also looked in {d}); "
-                               f"expected the GLUE MNLI {', '.join(MNLI_TSV_FILES)}")
+                raise LLRError(
+                    f"multinli: file {d / 'glue_data' / 'MNLI' / fn} missing (also looked in {d}); "
+                    f"expected the GLUE MNLI {', '.join(MNLI_TSV_FILES)}"
+                )
             parts.append(_read_mnli_tsv(p))
         tsv = pd.concat(parts, ignore_index=True)
         labels = tsv["gold_label"].map(MNLI_LABELS).to_numpy(dtype=np.float64)
         _check_mnli_alignment(labels, _mnli_metadata_labels(d), f"{p.parent}/{{{','.join(MNLI_TSV_FILES)}}}")
         rows = _rows(meta, len(tsv), name, p.parent)
-        return list(zip(tsv["sentence1"].to_numpy(dtype=object)[rows].tolist(),
-                        tsv["sentence2"].to_numpy(dtype=object)[rows].tolist()))
+        return list(
+            zip(
+                tsv["sentence1"].to_numpy(dtype=object)[rows].tolist(),
+                tsv["sentence2"].to_numpy(dtype=object)[rows].tolist(),
+            )
+        )
     raise LLRError(f"{name}: not a text dataset; text datasets are ['civilcomments', 'multinli']")
 
 
@@ -486,15 +546,18 @@ def load_cached_mnli_tokens(dataset_dir: str | os.PathLike) -> dict[str, np.ndar
     d = Path(dataset_dir)
     files = find_cached_mnli(d)
     if files is None:
-        raise LLRError(f"multinli: cached features missing under {d}; expected {', '.join(MNLI_CACHED_FILES)} "
-                       f"in {d} or {d / 'glue_data' / 'MNLI'}")
+        raise LLRError(
+            f"multinli: cached features missing under {d}; expected {', '.join(MNLI_CACHED_FILES)} "
+            f"in {d} or {d / 'glue_data' / 'MNLI'}"
+        )
     feats: list = []
     for p in files:
         try:
             obj = torch.load(p, map_location="cpu", weights_only=False, pickle_module=_glue_pickle)
         except Exception as e:  # noqa: BLE001 - any unpickling failure is bad input
-            raise LLRError(f"multinli: {p}: cannot load ({_one_line(e)[:200]}); expected a torch-saved "
-                           f"list of InputFeatures") from None
+            raise LLRError(
+                f"multinli: {p}: cannot load ({_one_line(e)[:200]}); expected a torch-saved list of InputFeatures"
+            ) from None
         if not isinstance(obj, list) or not all(hasattr(f, "input_ids") for f in obj[:1]):
             raise LLRError(f"multinli: {p}: not a list of InputFeatures (input_ids, input_mask, segment_ids, label_id)")
         feats += obj
@@ -506,8 +569,10 @@ def load_cached_mnli_tokens(dataset_dir: str | os.PathLike) -> dict[str, np.ndar
         }
         labels = np.asarray([f.label_id for f in feats], dtype=np.float64)
     except (AttributeError, ValueError) as e:
-        raise LLRError(f"multinli: {files[0].parent}: malformed InputFeatures ({_one_line(e)[:200]}); "
-                       f"expected input_ids, input_mask, segment_ids of equal length and label_id") from None
+        raise LLRError(
+            f"multinli: {files[0].parent}: malformed InputFeatures ({_one_line(e)[:200]}); "
+            f"expected input_ids, input_mask, segment_ids of equal length and label_id"
+        ) from None
     meta_path = _find_in(d, (".", "..", "../data"), "metadata_random.csv")
     if meta_path is not None:
         _check_mnli_alignment(labels, _mnli_metadata_labels(meta_path.parent), f"{files[0].parent}/cached_*_mnli*")

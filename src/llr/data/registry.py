@@ -62,58 +62,104 @@ def register(spec: DatasetSpec) -> DatasetSpec:
     return spec
 
 
-register(DatasetSpec(
-    name="waterbirds", modality="image",
-    class_names=("landbird", "waterbird"), spurious_names=("land", "water"),
-    minority_groups=(1, 2), heldout_from="train", weighted_mean=True,
-    defaults={"arch": "resnet50", "epochs": 100, "schedule": "cosine"},
-))
-register(DatasetSpec(
-    name="celeba", modality="image",
-    class_names=("non-blond", "blond"), spurious_names=("female", "male"),
-    minority_groups=(3,), balanced_classes=(0,), heldout_from="val",
-    defaults={"arch": "resnet50", "epochs": 20, "schedule": "cosine"},
-))
-register(DatasetSpec(
-    name="civilcomments", modality="text",
-    class_names=("non-toxic", "toxic"), spurious_names=("no-identity", "identity"),
-    minority_groups=(1, 2), heldout_from="val",
-    defaults={"arch": "bert-base-uncased", "epochs": 20, "schedule": "linear", "max_length": 220},
-))
-register(DatasetSpec(
-    name="multinli", modality="text",
-    class_names=("contradiction", "entailment", "neutral"),
-    spurious_names=("no-negation", "negation"),
-    minority_groups=(1, 3, 5), heldout_from="val",
-    defaults={"arch": "bert-base-uncased", "epochs": 20, "schedule": "linear", "max_length": 128},
-))
+register(
+    DatasetSpec(
+        name="waterbirds",
+        modality="image",
+        class_names=("landbird", "waterbird"),
+        spurious_names=("land", "water"),
+        minority_groups=(1, 2),
+        heldout_from="train",
+        weighted_mean=True,
+        defaults={"arch": "resnet50", "epochs": 100, "schedule": "cosine"},
+    )
+)
+register(
+    DatasetSpec(
+        name="celeba",
+        modality="image",
+        class_names=("non-blond", "blond"),
+        spurious_names=("female", "male"),
+        minority_groups=(3,),
+        balanced_classes=(0,),
+        heldout_from="val",
+        defaults={"arch": "resnet50", "epochs": 20, "schedule": "cosine"},
+    )
+)
+register(
+    DatasetSpec(
+        name="civilcomments",
+        modality="text",
+        class_names=("non-toxic", "toxic"),
+        spurious_names=("no-identity", "identity"),
+        minority_groups=(1, 2),
+        heldout_from="val",
+        defaults={"arch": "bert-base-uncased", "epochs": 20, "schedule": "linear", "max_length": 220},
+    )
+)
+register(
+    DatasetSpec(
+        name="multinli",
+        modality="text",
+        class_names=("contradiction", "entailment", "neutral"),
+        spurious_names=("no-negation", "negation"),
+        minority_groups=(1, 3, 5),
+        heldout_from="val",
+        defaults={"arch": "bert-base-uncased", "epochs": 20, "schedule": "linear", "max_length": 128},
+    )
+)
 # Embedded synthetic stand-ins, one per real dataset and mirroring its spec
 # (llr.data.synthetic_images, llr.data.synthetic_text).
-register(DatasetSpec(
-    name="synth_waterbirds", modality="image",
-    class_names=("landbird", "waterbird"), spurious_names=("land", "water"),
-    minority_groups=(1, 2), heldout_from="train", weighted_mean=True, synthetic=True,
-    defaults={"arch": "resnet18-small", "schedule": "cosine"},
-))
-register(DatasetSpec(
-    name="synth_celeba", modality="image",
-    class_names=("non-blond", "blond"), spurious_names=("female", "male"),
-    minority_groups=(3,), balanced_classes=(0,), heldout_from="val", synthetic=True,
-    defaults={"arch": "resnet18-small", "schedule": "cosine"},
-))
-register(DatasetSpec(
-    name="synth_civilcomments", modality="text",
-    class_names=("non-toxic", "toxic"), spurious_names=("no-identity", "identity"),
-    minority_groups=(1, 2), heldout_from="val", synthetic=True,
-    defaults={"arch": "bert-tiny-synth", "schedule": "linear"},
-))
-register(DatasetSpec(
-    name="synth_multinli", modality="text",
-    class_names=("contradiction", "entailment", "neutral"),
-    spurious_names=("no-negation", "negation"),
-    minority_groups=(1, 3, 5), heldout_from="val", synthetic=True,
-    defaults={"arch": "bert-tiny-synth", "schedule": "linear"},
-))
+register(
+    DatasetSpec(
+        name="synth_waterbirds",
+        modality="image",
+        class_names=("landbird", "waterbird"),
+        spurious_names=("land", "water"),
+        minority_groups=(1, 2),
+        heldout_from="train",
+        weighted_mean=True,
+        synthetic=True,
+        defaults={"arch": "resnet18-small", "schedule": "cosine"},
+    )
+)
+register(
+    DatasetSpec(
+        name="synth_celeba",
+        modality="image",
+        class_names=("non-blond", "blond"),
+        spurious_names=("female", "male"),
+        minority_groups=(3,),
+        balanced_classes=(0,),
+        heldout_from="val",
+        synthetic=True,
+        defaults={"arch": "resnet18-small", "schedule": "cosine"},
+    )
+)
+register(
+    DatasetSpec(
+        name="synth_civilcomments",
+        modality="text",
+        class_names=("non-toxic", "toxic"),
+        spurious_names=("no-identity", "identity"),
+        minority_groups=(1, 2),
+        heldout_from="val",
+        synthetic=True,
+        defaults={"arch": "bert-tiny-synth", "schedule": "linear"},
+    )
+)
+register(
+    DatasetSpec(
+        name="synth_multinli",
+        modality="text",
+        class_names=("contradiction", "entailment", "neutral"),
+        spurious_names=("no-negation", "negation"),
+        minority_groups=(1, 3, 5),
+        heldout_from="val",
+        synthetic=True,
+        defaults={"arch": "bert-tiny-synth", "schedule": "linear"},
+    )
+)
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -137,7 +183,9 @@ def standardize(df: pd.DataFrame, spec: DatasetSpec, source: str) -> pd.DataFram
         vals = pd.to_numeric(df[col], errors="coerce")
         bad = vals.isna() | (vals < 0) | (vals >= n) | (vals != vals.round())
         if bad.any():
-            raise LLRError(f"{spec.name}: {source}: label {col}={df[col][bad].iloc[0]} out of range, expected an integer in 0..{n - 1}")
+            raise LLRError(
+                f"{spec.name}: {source}: label {col}={df[col][bad].iloc[0]} out of range, expected an integer in 0..{n - 1}"
+            )
         df[col] = vals.astype(np.int64)
     df["g"] = df["y"] * spec.n_spurious + df["s"]
     if "idx" not in df.columns:
@@ -185,8 +233,9 @@ def read_metadata(path: str | os.PathLike, spec: DatasetSpec | str | None = None
     rules.append((f"split must be one of {list(SPLITS)}", ~df["split"].isin(SPLITS).to_numpy()))
     if spec is not None:
         n_s = spec.n_spurious
-        rules.append((f"y must be < {spec.n_classes} ({spec.name} has {spec.n_classes} classes)",
-                      num["y"] >= spec.n_classes))
+        rules.append(
+            (f"y must be < {spec.n_classes} ({spec.name} has {spec.n_classes} classes)", num["y"] >= spec.n_classes)
+        )
         rules.append((f"s must be < {n_s} ({spec.name} has {n_s} spurious values)", num["s"] >= n_s))
     else:
         n_s = int(np.nanmax(num["s"])) + 1 if np.isfinite(num["s"]).any() else 1

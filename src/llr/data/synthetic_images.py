@@ -1,6 +1,7 @@
 """Embedded synthetic image benchmarks (stand-ins for Waterbirds and CelebA,
-paper Section 1 "Datasets and models", Appendix B.1 Table 2) and the image
-input pipeline shared with the real image datasets.
+paper Section 1 "Datasets and models", Appendix B.1 Table 2): generation,
+the pretraining set and the prepare step. The image input pipeline shared
+with the real image datasets is ``llr.data.inputs.ImageInputs``.
 
 One image world serves both stand-ins, as ImageNet features serve both real
 datasets: an image is a core shape (``y``: 0 = a disk, 1 = a plus sign)
@@ -46,9 +47,6 @@ CORE_CONTRAST = 0.6
 IMAGE_SIZE = 16
 NOISE = 0.08
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 @dataclass(frozen=True)
 class ImageStandIn:
@@ -60,32 +58,49 @@ class ImageStandIn:
     sizes: dict
 
 
-STANDINS: dict[str, ImageStandIn] = {s.name: s for s in (
-    # Waterbirds (Table 2: train .730/.038/.012/.220): both classes lean on
-    # their background, minority groups about 5% of landbirds and 11% of
-    # waterbirds; val/test balanced within class.
-    ImageStandIn("synth_waterbirds", 7, {
-        "train": [700, 40, 30, 230],
-        "val": [60, 60, 40, 40],
-        "test": [150, 150, 100, 100],
-    }),
-    # CelebA (Table 2: train .440/.411/.141/.009): blond 15% of train,
-    # blond-male 0.6% (5 images); val/test keep the order of group sizes with the
-    # smallest group raised so that the held-out half of val and the test
-    # WGA have examples to work with, and blond-female at least three times
-    # blond-male in val, so that the held-out group-ratio subsets keep 2m
-    # examples a class (m the smallest group).
-    ImageStandIn("synth_celeba", 8, {
-        "train": [395, 370, 130, 5],
-        "val": [250, 230, 110, 36],
-        "test": [600, 560, 200, 60],
-    }),
-)}
+STANDINS: dict[str, ImageStandIn] = {
+    s.name: s
+    for s in (
+        # Waterbirds (Table 2: train .730/.038/.012/.220): both classes lean on
+        # their background, minority groups about 5% of landbirds and 11% of
+        # waterbirds; val/test balanced within class.
+        ImageStandIn(
+            "synth_waterbirds",
+            7,
+            {
+                "train": [700, 40, 30, 230],
+                "val": [60, 60, 40, 40],
+                "test": [150, 150, 100, 100],
+            },
+        ),
+        # CelebA (Table 2: train .440/.411/.141/.009): blond 15% of train,
+        # blond-male 0.6% (5 images); val/test keep the order of group sizes with the
+        # smallest group raised so that the held-out half of val and the test
+        # WGA have examples to work with, and blond-female at least three times
+        # blond-male in val, so that the held-out group-ratio subsets keep 2m
+        # examples a class (m the smallest group).
+        ImageStandIn(
+            "synth_celeba",
+            8,
+            {
+                "train": [395, 370, 130, 5],
+                "val": [250, 230, 110, 36],
+                "test": [600, 560, 200, 60],
+            },
+        ),
+    )
+}
 DEFAULT_SIZES = STANDINS["synth_waterbirds"].sizes
 
 
-def render(y: np.ndarray, s: np.ndarray, rng: np.random.Generator, size: int = IMAGE_SIZE,
-           core_contrast: float = CORE_CONTRAST, noise: float = NOISE) -> np.ndarray:
+def render(
+    y: np.ndarray,
+    s: np.ndarray,
+    rng: np.random.Generator,
+    size: int = IMAGE_SIZE,
+    core_contrast: float = CORE_CONTRAST,
+    noise: float = NOISE,
+) -> np.ndarray:
     """Render images (N, 3, size, size) uint8 for labels y and backgrounds s."""
     y = np.asarray(y)
     s = np.asarray(s)
@@ -99,7 +114,8 @@ def render(y: np.ndarray, s: np.ndarray, rng: np.random.Generator, size: int = I
     f = rng.uniform(2.0, 4.0, (n, 2))
     ph = rng.uniform(0, 2 * np.pi, (n, 2))
     blotch = np.sin(2 * np.pi * f[:, :1, None] * xx + ph[:, :1, None]) * np.sin(
-        2 * np.pi * f[:, 1:, None] * yy + ph[:, 1:, None])
+        2 * np.pi * f[:, 1:, None] * yy + ph[:, 1:, None]
+    )
     waves = np.sin(2 * np.pi * (2 * f[:, :1, None]) * yy + ph[:, :1, None] + 0.6 * np.sin(6 * xx))
     tex = np.where(s[:, None, None] == 1, waves, blotch)  # (N, S, S)
     img = base[:, :, None, None] * (1.0 + 0.25 * tex[:, None])
@@ -108,7 +124,7 @@ def render(y: np.ndarray, s: np.ndarray, rng: np.random.Generator, size: int = I
     cy = rng.uniform(0.3, 0.7, n)[:, None, None]
     r = rng.uniform(0.16, 0.26, n)[:, None, None]
     dx, dy = xx - cx, yy - cy
-    disk = dx ** 2 + dy ** 2 <= r ** 2
+    disk = dx**2 + dy**2 <= r**2
     w = r / 3.0
     plus = ((np.abs(dx) <= w) & (np.abs(dy) <= r)) | ((np.abs(dy) <= w) & (np.abs(dx) <= r))
     mask = np.where(y[:, None, None] == 1, plus, disk)
@@ -134,8 +150,14 @@ def resolve_sizes(name: str, sizes: dict | None) -> dict[str, list[int]]:
     return out
 
 
-def generate_images(name: str, seed: int, sizes: dict | None = None, size: int = IMAGE_SIZE,
-                    core_contrast: float = CORE_CONTRAST, noise: float = NOISE) -> tuple[pd.DataFrame, np.ndarray]:
+def generate_images(
+    name: str,
+    seed: int,
+    sizes: dict | None = None,
+    size: int = IMAGE_SIZE,
+    core_contrast: float = CORE_CONTRAST,
+    noise: float = NOISE,
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Image stand-in ``name``: metadata (split, y, s), splits in the order
     train, val, test, each shuffled, ``sizes[split][g]`` rows of group
     g = 2y + s; and its images (N, 3, size, size) uint8 in row order."""
@@ -145,26 +167,40 @@ def generate_images(name: str, seed: int, sizes: dict | None = None, size: int =
     split = np.concatenate([np.repeat(np.array(split, dtype=object), sum(sizes[split])) for split in SPLITS])
     meta = pd.DataFrame({"split": split, "y": g // 2, "s": g % 2})
     # Shuffle within split so that row order carries no group information.
-    meta = meta.sample(frac=1.0, random_state=rng.integers(2**31)).sort_values(
-        "split", kind="stable", key=lambda c: c.map(SPLITS.index)).reset_index(drop=True)
+    meta = (
+        meta.sample(frac=1.0, random_state=rng.integers(2**31))
+        .sort_values("split", kind="stable", key=lambda c: c.map(SPLITS.index))
+        .reset_index(drop=True)
+    )
     images = render(meta["y"].to_numpy(), meta["s"].to_numpy(), rng, size, core_contrast, noise)
     return meta, images
 
 
-def synth_waterbirds(seed: int, sizes: dict | None = None, size: int = IMAGE_SIZE,
-                     core_contrast: float = CORE_CONTRAST, noise: float = NOISE) -> tuple[pd.DataFrame, np.ndarray]:
+def synth_waterbirds(
+    seed: int,
+    sizes: dict | None = None,
+    size: int = IMAGE_SIZE,
+    core_contrast: float = CORE_CONTRAST,
+    noise: float = NOISE,
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The Waterbirds stand-in (``generate_images("synth_waterbirds", ...)``)."""
     return generate_images("synth_waterbirds", seed, sizes, size, core_contrast, noise)
 
 
-def synth_celeba(seed: int, sizes: dict | None = None, size: int = IMAGE_SIZE,
-                 core_contrast: float = CORE_CONTRAST, noise: float = NOISE) -> tuple[pd.DataFrame, np.ndarray]:
+def synth_celeba(
+    seed: int,
+    sizes: dict | None = None,
+    size: int = IMAGE_SIZE,
+    core_contrast: float = CORE_CONTRAST,
+    noise: float = NOISE,
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The CelebA stand-in (``generate_images("synth_celeba", ...)``)."""
     return generate_images("synth_celeba", seed, sizes, size, core_contrast, noise)
 
 
-def pretrain_images(seed: int, n_per_group: int, size: int = IMAGE_SIZE, core_contrast: float = CORE_CONTRAST,
-                    noise: float = NOISE) -> tuple[np.ndarray, np.ndarray]:
+def pretrain_images(
+    seed: int, n_per_group: int, size: int = IMAGE_SIZE, core_contrast: float = CORE_CONTRAST, noise: float = NOISE
+) -> tuple[np.ndarray, np.ndarray]:
     """Balanced auxiliary set for the ``pretrain`` node: images and group labels."""
     rng = np.random.default_rng([int(seed), 11])
     g = np.repeat(np.arange(4), n_per_group)
@@ -172,8 +208,9 @@ def pretrain_images(seed: int, n_per_group: int, size: int = IMAGE_SIZE, core_co
     return render(g // 2, g % 2, rng, size, core_contrast, noise), g
 
 
-def prepare_synthetic_images(spec, params: dict, out_metadata: str | os.PathLike,
-                             out_inputs: str | os.PathLike | None) -> None:
+def prepare_synthetic_images(
+    spec, params: dict, out_metadata: str | os.PathLike, out_inputs: str | os.PathLike | None
+) -> None:
     """``prepare`` for an image stand-in: generate it from ``params``
     (``seed``, ``sizes``, ``image_size``, ``core_contrast``, ``noise``), write
     the standardized metadata and the images ``out_inputs`` (``.npy``)."""
@@ -182,57 +219,16 @@ def prepare_synthetic_images(spec, params: dict, out_metadata: str | os.PathLike
 
     if not out_inputs:
         raise LLRError(f"{spec.name}: --out-inputs is required for a synthetic dataset")
-    meta, images = generate_images(spec.name, int(params.get("seed", 0)), params.get("sizes"),
-                                   int(params.get("image_size", IMAGE_SIZE)),
-                                   float(params.get("core_contrast", CORE_CONTRAST)), float(params.get("noise", NOISE)))
+    meta, images = generate_images(
+        spec.name,
+        int(params.get("seed", 0)),
+        params.get("sizes"),
+        int(params.get("image_size", IMAGE_SIZE)),
+        float(params.get("core_contrast", CORE_CONTRAST)),
+        float(params.get("noise", NOISE)),
+    )
     meta = standardize(meta, spec, "generator")
     with atomic_path(out_inputs) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, images)
     write_csv(out_metadata, meta)
-
-
-class ImageInputs:
-    """Batches from a uint8 array (N, 3, H, W) in metadata order (synthetic
-    images, or the pre-decoded cache of a real dataset).
-
-    Train: RandomResizedCrop(crop, scale 0.7-1, ratio 3/4-4/3) and horizontal
-    flip, done for a whole batch at once with affine grids (no per-image loop).
-    Eval: center crop. Both normalized with ImageNet statistics.
-    """
-
-    def __init__(self, array: np.ndarray, crop: int | None = None):
-        self.array = array
-        self.n = array.shape[0]
-        self.crop = crop or array.shape[-1]
-
-    def batch(self, idx: np.ndarray, train: bool, gen=None):
-        import torch
-        import torch.nn.functional as F
-
-        x = torch.from_numpy(np.ascontiguousarray(self.array[idx]))
-        x = x.float().div_(255.0)
-        h, w = x.shape[-2:]
-        if train:
-            b = x.shape[0]
-            scale = torch.empty(b).uniform_(0.7, 1.0, generator=gen)
-            logr = torch.empty(b).uniform_(np.log(3 / 4), np.log(4 / 3), generator=gen)
-            ratio = torch.exp(logr)
-            sw = torch.sqrt(scale * ratio).clamp(max=1.0)  # crop width / image width
-            sh = torch.sqrt(scale / ratio).clamp(max=1.0)
-            tx = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sw)
-            ty = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sh)
-            flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
-            theta = torch.zeros(b, 2, 3)
-            theta[:, 0, 0] = sw * flip
-            theta[:, 0, 2] = tx
-            theta[:, 1, 1] = sh
-            theta[:, 1, 2] = ty
-            grid = F.affine_grid(theta, (b, 3, self.crop, self.crop), align_corners=False)
-            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        elif (h, w) != (self.crop, self.crop):
-            top, left = (h - self.crop) // 2, (w - self.crop) // 2
-            x = x[..., top:top + self.crop, left:left + self.crop]
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        return (x - mean) / std

@@ -1,27 +1,5 @@
-"""Last-layer retraining through the frozen network: the authors' mode, to
-measure this reproduction's caching deviation.
-
-Here LLR normally trains a head on cached eval-mode embeddings
-(:mod:`llr.lastlayer.methods`). The authors instead retrain the last layer by running
-every held-out batch through the frozen ERM network, with training
-augmentation and the network in training mode: BatchNorm normalizes with the
-batch's statistics and updates its running statistics on the held-out set,
-and BERT's dropout (inside the encoder and before the classifier) is active.
-This job does the same: it loads the ERM cell's ``model.pt``, freezes the
-backbone's parameters, keeps the whole network in training mode, reinitializes
-the head and trains it with the cached mode's settings (plain SGD, lr 1e-2,
-momentum 0, no weight decay, batch 32, the same epochs, the same held-out
-cell, the same class/group balancing plan, the same initial head and the
-same example order, paper section 3), then evaluates in eval mode (with the
-running statistics the held-out set left behind) and writes a metrics.json
-in the format of :func:`llr.lastlayer.methods.run_lastlayer_job` plus
-``mode: "through_backbone"``.
-
-With ``backbone_mode="eval"`` and ``augment=False`` the job trains on the very
-features the cached mode caches, so it reproduces the cached head up to float
-rounding (tests/test_through_backbone.py checks this); the difference between
-the two modes is thus only the authors' training-mode forward pass.
-"""
+"""Last-layer retraining through the frozen network in training mode, with augmentation: the
+authors' mode, run to measure this reproduction's caching deviation (paper section 3)."""
 
 from __future__ import annotations
 
@@ -39,17 +17,17 @@ BACKBONE_MODES = ("train", "eval")
 
 def _parse(text: str | dict | None, what: str) -> dict:
     """A JSON object given as text (or a dict), as the lastlayer job reads it."""
-    from llr.lastlayer.methods import _parse_params
+    from llr.lastlayer.job import parse_params
 
     try:
-        return _parse_params(text)
+        return parse_params(text)
     except LLRError as e:
         raise LLRError(f"{what}: {e}") from None
 
 
 def _roles(split: str, n: int) -> np.ndarray:
-    from llr.train.balancing import ROLES
     from llr.io import read_csv
+    from llr.train.balancing import ROLES
 
     sp = read_csv(split, ("idx", "role"))
     sidx = sp["idx"].to_numpy(dtype=np.int64)
@@ -65,19 +43,20 @@ def _roles(split: str, n: int) -> np.ndarray:
 
 def _cell(heldout: str, roles: np.ndarray) -> np.ndarray:
     """Positions of the held-out cell, sorted (as the cached job)."""
-    from llr.lastlayer.methods import heldout_cell
+    from llr.lastlayer.job import heldout_cell
 
     return heldout_cell(heldout, roles)
 
 
-def load_erm_model(model_pt: str, arch: str, n_classes: int, pretrained: str | None = None,
-                   model_path: str | None = None):
-    """The ERM cell's classifier (:func:`llr.models.resnet.build_model`) with
+def load_erm_model(
+    model_pt: str, arch: str, n_classes: int, pretrained: str | None = None, model_path: str | None = None
+):
+    """The ERM cell's classifier (:func:`llr.models.factory.build_model`) with
     ``model.pt``'s weights, built as ``llr.train.erm.run_erm_job`` builds it (the
     synthetic pretrain file gives the text model's options)."""
     import torch
 
-    from llr.models.resnet import build_model
+    from llr.models.factory import build_model
 
     kw: dict = {}
     if pretrained:
@@ -100,10 +79,11 @@ def load_erm_model(model_pt: str, arch: str, n_classes: int, pretrained: str | N
     return model
 
 
-def _epoch_orders(n: int, epochs: int, batch_size: int | None, sample_weights: np.ndarray | None,
-                  seed: int) -> list[list[np.ndarray]]:
+def _epoch_orders(
+    n: int, epochs: int, batch_size: int | None, sample_weights: np.ndarray | None, seed: int
+) -> list[list[np.ndarray]]:
     """Per epoch, the batches (positions into the plan) of
-    :func:`llr.lastlayer.methods.fit_softmax` with the same seed: a seeded
+    :func:`llr.lastlayer.fit.fit_softmax` with the same seed: a seeded
     permutation, or N draws with replacement from ``sample_weights``; one
     full batch in order when the batch holds everything and nothing is
     sampled."""
@@ -116,14 +96,26 @@ def _epoch_orders(n: int, epochs: int, batch_size: int | None, sample_weights: n
             out.append([np.arange(n)])
             continue
         order = rng.permutation(n) if sw is None else rng.choice(n, size=n, replace=True, p=sw)
-        out.append([order[s:s + B] for s in range(0, n, B)])
+        out.append([order[s : s + B] for s in range(0, n, B)])
     return out
 
 
-def train_head_through_backbone(model, inputs, cell_pos: np.ndarray, y_cell: np.ndarray, plan: tuple,
-                                hp: dict, *, epochs: int, seed: int, init: tuple[np.ndarray, np.ndarray],
-                                device: str = "cpu", backbone_mode: str = "train", augment: bool = True,
-                                amp: bool = True) -> dict:
+def train_head_through_backbone(
+    model,
+    inputs,
+    cell_pos: np.ndarray,
+    y_cell: np.ndarray,
+    plan: tuple,
+    hp: dict,
+    *,
+    epochs: int,
+    seed: int,
+    init: tuple[np.ndarray, np.ndarray],
+    device: str = "cpu",
+    backbone_mode: str = "train",
+    augment: bool = True,
+    amp: bool = True,
+) -> dict:
     """Train ``model.head`` on the held-out cell through the frozen backbone.
 
     ``plan`` = (positions into the cell, sample_weights, loss_weights)
@@ -138,6 +130,7 @@ def train_head_through_backbone(model, inputs, cell_pos: np.ndarray, y_cell: np.
     import torch
     import torch.nn.functional as F
 
+    from llr.runtime.progress import progress
     from llr.train.erm import _to, resolve_device
 
     if backbone_mode not in BACKBONE_MODES:
@@ -156,15 +149,20 @@ def train_head_through_backbone(model, inputs, cell_pos: np.ndarray, y_cell: np.
     idx_plan = np.asarray(cell_pos)[pos]  # metadata rows of the plan's examples
     y_plan = torch.as_tensor(np.asarray(y_cell)[pos], dtype=torch.long)
     w_plan = None if lw is None else torch.as_tensor(np.asarray(lw), dtype=torch.float32)
-    opt = torch.optim.SGD(model.head.parameters(), lr=float(hp["lr"]), momentum=float(hp["momentum"]),
-                          weight_decay=float(hp["weight_decay"]))
+    opt = torch.optim.SGD(
+        model.head.parameters(),
+        lr=float(hp["lr"]),
+        momentum=float(hp["momentum"]),
+        weight_decay=float(hp["weight_decay"]),
+    )
     drop = getattr(model, "dropout", None)  # BERT: dropout between the pooled output and the head
     # Dropout draws from torch's global generator: seed it, so that a job gives
     # the same head whatever process (fork-server child) runs it.
     torch.manual_seed(int(seed))
     use_amp = amp and dev.type == "cuda"
     losses = []
-    for epoch, batches in enumerate(_epoch_orders(len(pos), epochs, hp["batch_size"], sw, seed)):
+    orders = _epoch_orders(len(pos), epochs, hp["batch_size"], sw, seed)
+    for epoch, batches in enumerate(progress(orders, desc="through-network LLR", total=len(orders), unit="epoch")):
         model.train(backbone_mode == "train")
         total = 0.0
         for b, sel in enumerate(batches):
@@ -196,32 +194,62 @@ def train_head_through_backbone(model, inputs, cell_pos: np.ndarray, y_cell: np.
     return {"loss": losses}
 
 
-def run_through_backbone_job(*, dataset: str, metadata: str, split: str, inputs: str, model: str, heldout: str,
-                             method: str, seed: int, epochs: int, out_json: str, params: str | dict | None = None,
-                             erm_params: str | dict | None = None, pretrained: str | None = None,
-                             heldout_sampling_ratio: float | None = None) -> dict:
+def run_through_backbone_job(
+    *,
+    dataset: str,
+    metadata: str,
+    split: str,
+    inputs: str,
+    model: str,
+    heldout: str,
+    method: str,
+    seed: int,
+    epochs: int,
+    out_json: str,
+    params: str | dict | None = None,
+    erm_params: str | dict | None = None,
+    pretrained: str | None = None,
+    heldout_sampling_ratio: float | None = None,
+) -> dict:
     """One ``lastlayer_backbone`` DAG node: retrain the last layer of an ERM
     cell (``model``: its model.pt) through the frozen network in training
     mode on a held-out cell (a subset csv, or ``'full'``, optionally sampled
     to ``heldout_sampling_ratio`` for ``llr``) and write ``out_json``.
 
     ``params``: the method's overrides as for the cached job (``epochs``,
-    ``lr``, ...; ``llr.lastlayer.methods.resolve_hp``) plus ``backbone_mode``
+    ``lr``, ...; ``llr.lastlayer.registry.resolve_hp``) plus ``backbone_mode``
     (train | eval) and ``augment`` (bool); ``erm_params``: the ERM cell's
     settings (``arch``, ``model_path``, ``crop``, ``eval_batch_size``,
     ``device``, ``threads``); ``epochs``: ERM's epoch count, used unless
     ``params`` sets ``epochs``. Methods: ``llr``, ``dfr_<mode>``,
-    ``cbllr_<mode>``."""
+    ``cbllr_<mode>``.
+
+    The cached mode (:mod:`llr.lastlayer.fit`) trains a head on eval-mode
+    embeddings; the authors instead run every held-out batch through the
+    frozen ERM network, with training augmentation and the network in
+    training mode (BatchNorm normalizes with the batch's statistics and
+    updates its running statistics on the held-out set; BERT's dropout is
+    active). This job does the same with the cached mode's settings (plain
+    SGD, lr 1e-2, momentum 0, no weight decay, batch 32, the same epochs,
+    held-out cell, balancing plan, initial head and example order), then
+    evaluates in eval mode (with the running statistics the held-out set left
+    behind) and writes a metrics.json in the format of
+    :func:`llr.lastlayer.job.run_lastlayer_job` plus ``mode: "through_backbone"``.
+    With ``backbone_mode="eval"`` and ``augment=False`` it trains on the very
+    features the cached mode caches and so reproduces the cached head up to
+    float rounding (tests/test_through_backbone.py)."""
     import torch
 
-    from llr.train.balancing import effective_group_ratio, group_ratio_sampling_weights
-    from llr.data.registry import get_spec, read_metadata
     from llr.analysis.effective_ratio import balanced_plan, plan_weights, pooled_group_ratio
     from llr.data.inputs import open_inputs
+    from llr.data.registry import get_spec, read_metadata
     from llr.io import write_json
-    from llr.lastlayer.methods import _jsonable, check_method_params, get_method, resolve_hp, torch_linear_init
-    from llr.train.metrics import evaluate, train_group_weights
+    from llr.lastlayer.fit import torch_linear_init
+    from llr.lastlayer.job import jsonable
+    from llr.lastlayer.registry import check_method_params, get_method, resolve_hp
+    from llr.train.balancing import effective_group_ratio, group_ratio_sampling_weights
     from llr.train.erm import TrainConfig, _set_threads, embed, resolve_device
+    from llr.train.metrics import evaluate, train_group_weights
 
     t0 = time.time()
     spec = get_spec(dataset)
@@ -263,15 +291,29 @@ def run_through_backbone_job(*, dataset: str, metadata: str, split: str, inputs:
         init = torch_linear_init(d, spec.n_classes, seed)
     src = open_inputs(spec, inputs, ep_params.get("crop"))
     device = str(ep_params.get("device", "cpu"))
-    train_info = train_head_through_backbone(net, src, cell, yc, plan, hp, epochs=ep, seed=seed, init=init,
-                                             device=device, backbone_mode=tb["backbone_mode"],
-                                             augment=tb["augment"])
+    train_info = train_head_through_backbone(
+        net,
+        src,
+        cell,
+        yc,
+        plan,
+        hp,
+        epochs=ep,
+        seed=seed,
+        init=init,
+        device=device,
+        backbone_mode=tb["backbone_mode"],
+        augment=tb["augment"],
+    )
     # evaluation in eval mode, with the running statistics the held-out set left
     cfg = TrainConfig(epochs=1, eval_batch_size=int(ep_params.get("eval_batch_size", 256)), device=device)
     gw = train_group_weights(g[meta["split"].to_numpy() == "train"], spec.n_groups) if spec.weighted_mean else None
     metrics = {}
-    for role, pos in (("train_cell", cell), ("val", np.flatnonzero(roles == "val")),
-                      ("test", np.flatnonzero(roles == "test"))):
+    for role, pos in (
+        ("train_cell", cell),
+        ("val", np.flatnonzero(roles == "val")),
+        ("test", np.flatnonzero(roles == "test")),
+    ):
         if len(pos):
             _, logits = embed(net, src, pos, cfg, resolve_device(device))
             metrics[role] = evaluate(logits.argmax(1), y[pos], g[pos], spec.n_groups, gw)
@@ -310,107 +352,13 @@ def run_through_backbone_job(*, dataset: str, metadata: str, split: str, inputs:
         "dropout_layers_active": int(n_drop if tb["backbone_mode"] == "train" else 0),
         "metrics": metrics,
         "mean_acc_weighted_by_train_groups": bool(spec.weighted_mean),
-        "head": {"W": net.head.weight.detach().cpu().numpy().tolist(),
-                 "b": net.head.bias.detach().cpu().numpy().tolist()},
+        "head": {
+            "W": net.head.weight.detach().cpu().numpy().tolist(),
+            "b": net.head.bias.detach().cpu().numpy().tolist(),
+        },
         "device": device,
         "seconds": time.time() - t0,
     }
-    out = _jsonable(out)
+    out = jsonable(out)
     write_json(out_json, out)
     return out
-
-
-# --------------------------------------------------------------------------
-# The ablation table: cached versus through-backbone
-# --------------------------------------------------------------------------
-
-ABLATION_COLUMNS = ("dataset", "seed", "erm", "method", "heldout", "mode", "epochs", "test_wga", "test_mean_acc",
-                    "effective_group_ratio")
-SUMMARY_COLUMNS = ("dataset", "n_pairs", "n_seeds", "epochs", "mean_abs_wga_diff", "seed_std_mean_abs_wga_diff",
-                   "mean_wga_diff", "max_abs_wga_diff", "mean_abs_mean_acc_diff", "pearson_r")
-# result folder -> mode: the standard cached runs, cached runs at the
-# ablation's epoch count, and the through-backbone runs
-_MODE_DIRS = {"lastlayer": "cached", "lastlayer_matched": "cached", "lastlayer_backbone": "through_backbone"}
-_AB_PATH = (r"(?:^|/)(?P<dataset>[^/]+)/seed(?P<seed>\d+)/(?P<kind>lastlayer|lastlayer_matched|lastlayer_backbone)/"
-            r"(?P<erm>[^/]+)/(?P<method>[^/]+)/(?P<heldout>[^/]+)/metrics\.json$")
-
-
-def ablation_table(files: list[str]) -> "pd.DataFrame":
-    """One row per run and mode (cached | through_backbone), columns
-    ``ABLATION_COLUMNS``, from last-layer metrics.json files under
-    ``lastlayer/`` or ``lastlayer_matched/`` (cached) and
-    ``lastlayer_backbone/`` (signatures verified). A run given twice in one
-    mode is an error (pass either the standard or the matched cached run)."""
-    import re
-
-    import pandas as pd
-
-    from llr.io import read_json
-
-    rows = []
-    for f in dict.fromkeys(files):
-        m = re.search(_AB_PATH, Path(f).as_posix())
-        if not m:
-            raise LLRError(f"{f}: not a run path <dataset>/seed<k>/(lastlayer|lastlayer_matched|lastlayer_backbone)/"
-                           f"<erm>/<method>/<heldout>/metrics.json")
-        d = read_json(f, verify_signature=True)
-        test = (d.get("metrics") or {}).get("test")
-        if not isinstance(test, dict) or "wga" not in test:
-            raise LLRError(f"{f}: key metrics.test.wga missing")
-        ep = d.get("epochs", (d.get("hp") or {}).get("epochs"))
-        rows.append({"dataset": m["dataset"], "seed": int(m["seed"]), "erm": m["erm"], "method": m["method"],
-                     "heldout": m["heldout"], "mode": _MODE_DIRS[m["kind"]],
-                     "epochs": np.nan if ep is None else int(ep), "test_wga": float(test["wga"]),
-                     "test_mean_acc": float(test.get("mean_acc", np.nan)),
-                     "effective_group_ratio": float(d.get("effective_group_ratio") or np.nan)})
-    df = pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
-    key = ["dataset", "seed", "erm", "method", "heldout", "mode"]
-    dup = df.duplicated(key, keep=False)
-    if dup.any():
-        r = df[dup].iloc[0]
-        raise LLRError(f"ablation: run {r['dataset']}/seed{r['seed']}/{r['erm']}/{r['method']}/{r['heldout']} given "
-                       f"twice in mode {r['mode']}; pass the standard or the epoch-matched cached run, not both")
-    return df.sort_values(key, ignore_index=True)
-
-
-def ablation_summary(table: "pd.DataFrame") -> "pd.DataFrame":
-    """Per dataset, over the runs present in both modes: d = through-backbone
-    minus cached test WGA; mean |d| (and the std over seeds of each seed's
-    mean |d|), mean d, max |d|, mean |difference| of test mean accuracy,
-    and the Pearson r of the two modes' WGA. Columns ``SUMMARY_COLUMNS``."""
-    import pandas as pd
-
-    key = ["dataset", "seed", "erm", "method", "heldout"]
-    wide = table.pivot_table(index=key, columns="mode", values=["test_wga", "test_mean_acc", "epochs"],
-                             aggfunc="first")
-    rows = []
-    if not {("test_wga", "cached"), ("test_wga", "through_backbone")} <= set(wide.columns):
-        return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
-    wide = wide.dropna(subset=[("test_wga", "cached"), ("test_wga", "through_backbone")])
-    for ds, w in wide.groupby(level="dataset", sort=False):
-        d = w[("test_wga", "through_backbone")] - w[("test_wga", "cached")]
-        dm = w[("test_mean_acc", "through_backbone")] - w[("test_mean_acc", "cached")]
-        per_seed = d.abs().groupby(level="seed").mean()
-        eps = sorted({int(v) for v in w["epochs"].to_numpy().ravel() if np.isfinite(v)})
-        a, b = w[("test_wga", "cached")].to_numpy(float), w[("test_wga", "through_backbone")].to_numpy(float)
-        r = float(np.corrcoef(a, b)[0, 1]) if len(a) > 2 and np.ptp(a) > 0 and np.ptp(b) > 0 else np.nan
-        rows.append({"dataset": ds, "n_pairs": int(len(d)), "n_seeds": int(per_seed.size),
-                     "epochs": "/".join(str(e) for e in eps), "mean_abs_wga_diff": float(d.abs().mean()),
-                     "seed_std_mean_abs_wga_diff": float(per_seed.std(ddof=1)) if per_seed.size > 1 else 0.0,
-                     "mean_wga_diff": float(d.mean()), "max_abs_wga_diff": float(d.abs().max()),
-                     "mean_abs_mean_acc_diff": float(dm.abs().mean()), "pearson_r": r})
-    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
-
-
-def write_ablation_tables(files: list[str], out_table: str, out_summary: str) -> tuple:
-    """Write ``ablation_caching.csv`` (:func:`ablation_table`) and
-    ``ablation_caching_summary.csv`` (:func:`ablation_summary`)."""
-    from llr.io import write_csv
-
-    if not files:
-        raise LLRError("ablation_caching: no metrics.json given")
-    table = ablation_table(files)
-    summary = ablation_summary(table)
-    write_csv(out_table, table)
-    write_csv(out_summary, summary)
-    return table, summary

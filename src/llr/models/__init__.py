@@ -1,1 +1,1 @@
-"""Backbones with one interface (``embed`` and a linear ``head``): torchvision ResNets and BERT."""
+"""Backbones with one interface (``llr.models.classifier.Classifier``: ``embed`` and a linear ``head``): torchvision ResNets (``resnet``) and BERT (``bert``), built by name with ``llr.models.factory.build_model``."""

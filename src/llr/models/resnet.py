@@ -1,9 +1,7 @@
-"""Models with one interface: every classifier exposes the
-penultimate embedding ``embed(x)`` and a linear ``head``; ``forward`` is
-``head(embed(x))``. Architectures: torchvision ResNets (``resnet18``,
-``resnet50``, and ``resnet18-small`` for the synthetic benchmark: one
-BasicBlock per stage, convolutions with a 1x1 output as matrix products) and
-transformers BERT (see ``llr.data.synthetic_text``).
+"""ResNet classifiers (paper Appendix B.2): torchvision ResNets (``resnet18``,
+``resnet50``, and ``resnet18-small``/``resnet50-small`` for the synthetic
+benchmark and CPU rehearsals: one block per stage, convolutions with a 1x1
+output as matrix products) under the ``Classifier`` interface.
 """
 
 from __future__ import annotations
@@ -15,31 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llr.errors import LLRError
-
-
-class Classifier(nn.Module):
-    """A backbone producing the penultimate embedding, then a linear head."""
-
-    def __init__(self, backbone: nn.Module, dim: int, n_classes: int):
-        super().__init__()
-        self.backbone = backbone
-        self.dim = dim
-        self.head = nn.Linear(dim, n_classes)
-
-    def embed(self, x) -> torch.Tensor:
-        return self.backbone(x)
-
-    def forward(self, x) -> torch.Tensor:
-        return self.head(self.embed(x))
-
-    def reset_head(self, n_classes: int | None = None) -> None:
-        """Reinitialize the head (new class count if given)."""
-        self.head = nn.Linear(self.dim, n_classes or self.head.out_features).to(self.head.weight.device)
-
-    def no_decay_names(self) -> set[str]:
-        """Parameter names exempt from weight decay (none for CNNs)."""
-        return set()
-
+from llr.models.classifier import Classifier
 
 # torchvision weights of the ImageNet-pretrained ResNets: IMAGENET1K_V1 for
 # both, as the authors' milkshake (models/resnet.py) asks for; V2 (resnet50's
@@ -74,11 +48,18 @@ class SmallInputConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        if (self.groups == 1 and self.dilation == (1, 1) and self.padding_mode == "zeros"
-                and ph < kh and pw < kw and (h + 2 * ph - kh) // sh == 0 and (w + 2 * pw - kw) // sw == 0):
+        if (
+            self.groups == 1
+            and self.dilation == (1, 1)
+            and self.padding_mode == "zeros"
+            and ph < kh
+            and pw < kw
+            and (h + 2 * ph - kh) // sh == 0
+            and (w + 2 * pw - kw) // sw == 0
+        ):
             i1, j1 = min(kh, ph + h), min(kw, pw + w)
             weight = self.weight[:, :, ph:i1, pw:j1].reshape(self.out_channels, -1)
-            flat = x[:, :, :i1 - ph, :j1 - pw].reshape(x.shape[0], -1)
+            flat = x[:, :, : i1 - ph, : j1 - pw].reshape(x.shape[0], -1)
             return F.linear(flat, weight, self.bias).view(x.shape[0], self.out_channels, 1, 1)
         return super().forward(x)
 
@@ -118,22 +99,14 @@ def build_resnet(arch: str, n_classes: int, pretrained: bool = False) -> Classif
                 raise LLRError(
                     f"{arch}: ImageNet weights {_WEIGHTS_ENUMS[arch]}.{weights.name} unavailable "
                     f"({type(e).__name__}); put the torchvision checkpoint in {hub} (or set TORCH_HOME), "
-                    f"or set imagenet: false in the ERM settings") from None
+                    f"or set imagenet: false in the ERM settings"
+                ) from None
         else:
             net = getattr(torchvision.models, arch)(weights=None)
     else:
-        raise LLRError(f"unknown image architecture {arch!r}; expected resnet18, resnet50, resnet18-small or resnet50-small")
+        raise LLRError(
+            f"unknown image architecture {arch!r}; expected resnet18, resnet50, resnet18-small or resnet50-small"
+        )
     dim = net.fc.in_features
     net.fc = nn.Identity()
     return Classifier(net, dim, n_classes)
-
-
-def build_model(arch: str, n_classes: int, *, pretrained: bool = False, **kw) -> Classifier:
-    """Build any supported classifier by architecture name."""
-    if arch.startswith("resnet"):
-        return build_resnet(arch, n_classes, pretrained=pretrained)
-    if arch.startswith("bert"):
-        from llr.data.synthetic_text import build_bert
-
-        return build_bert(arch, n_classes, pretrained=pretrained, **kw)
-    raise LLRError(f"unknown architecture {arch!r}; expected a resnet or bert name")

@@ -1,11 +1,5 @@
-"""Table 2: group counts and training-set proportions of every dataset
-(paper Table 2; docs/design.md, "Groups" and "Path contract").
-
-Groups are ``g = y * |S| + s`` (paper section 1; docs/design.md, "Groups"). Counts come from the
-standardized metadata tables written by ``prepare``; ``PAPER_TABLE2`` holds
-the counts the paper prints, so ``compare_table2`` shows where a prepared
-dataset departs from it.
-"""
+"""Tidy tables from the results folder (docs/design.md, "Path contract"): runs, ERM logs and
+analysis tables stacked with their run identity, and the tables of Figure 8 and the caching ablation."""
 
 from __future__ import annotations
 
@@ -15,144 +9,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llr.data.registry import SPLITS, get_spec, read_metadata
 from llr.errors import LLRError
-from llr.io import atomic_path, write_csv
-
-TABLE2_COLUMNS = ("dataset", "y", "s", "g", "class_name", "spurious_name",
-                  "train", "val", "test", "p_y", "p_g", "p_y_given_s")
-
-# The paper's Table 2 (the standard group counts), per split, in group order
-# g = y * 2 + s. Waterbirds: the paper prints 2225 for the two landbird test
-# groups; the metadata file has 2255 (2 * 2255 + 2 * 642 = 5794, the CUB test
-# size), so compare_table2 reports those two cells as mismatches.
-PAPER_TABLE2: dict[str, dict[str, tuple[int, ...]]] = {
-    "waterbirds": {  # landbird/land, landbird/water, waterbird/land, waterbird/water
-        "train": (3498, 184, 56, 1057),
-        "val": (467, 466, 133, 133),
-        "test": (2225, 2225, 642, 642),
-    },
-    "celeba": {  # non-blond/female, non-blond/male, blond/female, blond/male
-        "train": (71629, 66874, 22880, 1387),
-        "val": (8535, 8276, 2874, 182),
-        "test": (9767, 7535, 2480, 180),
-    },
-    "civilcomments": {  # non-toxic/no-identity, non-toxic/identity, toxic/no-identity, toxic/identity
-        "train": (148186, 90337, 12731, 17784),
-        "val": (25159, 14966, 2111, 2944),
-        "test": (74780, 43778, 6455, 8769),
-    },
-    "multinli": {  # (contradiction, entailment, neutral) x (no negation, negation)
-        "train": (57498, 11158, 67376, 1521, 66630, 1992),
-        "val": (22814, 4634, 26949, 613, 26655, 797),
-        "test": (34597, 6655, 40496, 886, 39930, 1148),
-    },
-}
-
-
-def table2(metas: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per dataset x group: counts per split and, on the train split,
-    p_y = P(class y), p_g = P(group g) and p_y_given_s = P(y | s)."""
-    rows = []
-    for name, meta in metas.items():
-        spec = get_spec(name)
-        G, S = spec.n_groups, spec.n_spurious
-        g = meta["g"].to_numpy(dtype=np.int64)
-        split = meta["split"].to_numpy()
-        counts = {sp: np.bincount(g[split == sp], minlength=G)[:G] for sp in SPLITS}
-        tr = counts["train"].astype(np.float64)
-        n = tr.sum()
-        by_ys = tr.reshape(spec.n_classes, S)  # [y, s]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            p_g = tr / n
-            p_y = np.repeat(by_ys.sum(1) / n, S)
-            p_y_given_s = (by_ys / by_ys.sum(0, keepdims=True)).ravel()
-        ys = np.arange(G)
-        rows.append(pd.DataFrame({
-            "dataset": name,
-            "y": ys // S,
-            "s": ys % S,
-            "g": ys,
-            "class_name": [spec.class_names[k // S] for k in ys],
-            "spurious_name": [spec.spurious_names[k % S] for k in ys],
-            **{sp: counts[sp].astype(np.int64) for sp in SPLITS},
-            "p_y": p_y,
-            "p_g": p_g,
-            "p_y_given_s": p_y_given_s,
-        }))
-    if not rows:
-        return pd.DataFrame(columns=list(TABLE2_COLUMNS))
-    return pd.concat(rows, ignore_index=True)[list(TABLE2_COLUMNS)]
-
-
-def compare_table2(df: pd.DataFrame) -> pd.DataFrame:
-    """Long table ``dataset,g,split,paper,ours,match`` for the datasets of
-    ``df`` that the paper's Table 2 covers."""
-    out = []
-    for row in df.itertuples(index=False):
-        paper = PAPER_TABLE2.get(row.dataset)
-        if paper is None:
-            continue
-        for sp in SPLITS:
-            p, o = int(paper[sp][row.g]), int(getattr(row, sp))
-            out.append((row.dataset, int(row.g), sp, p, o, p == o))
-    return pd.DataFrame(out, columns=["dataset", "g", "split", "paper", "ours", "match"])
-
-
-def table2_markdown(df: pd.DataFrame) -> str:
-    """Markdown rendering of ``table2`` output, with the mismatches against
-    the paper's printed counts listed below it."""
-    head = ["dataset", "group (y/s)", "g", "train", "val", "test", "P(y)", "P(g)", "P(y\\|s)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * 6]
-    for r in df.itertuples(index=False):
-        cells = [r.dataset, f"{r.class_name} / {r.spurious_name}", str(r.g),
-                 f"{r.train:,}", f"{r.val:,}", f"{r.test:,}",
-                 f"{r.p_y:.3f}", f"{r.p_g:.3f}", f"{r.p_y_given_s:.3f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n\nP(.) are shares of the train split.\n"
-    cmp = compare_table2(df)
-    if len(cmp):
-        bad = cmp[~cmp["match"]]
-        if len(bad):
-            text += "\nDifferences from the counts printed in the paper's Table 2:\n\n"
-            for r in bad.itertuples(index=False):
-                name = get_spec(r.dataset).group_name(r.g)
-                text += f"- {r.dataset} {r.split} g{r.g} ({name}): paper {r.paper}, ours {r.ours}\n"
-            if ((bad["dataset"] == "waterbirds") & (bad["split"] == "test") & (bad["paper"] == 2225)
-                    & (bad["ours"] == 2255)).any():
-                text += ("\nWaterbirds test: the paper prints 2225 for both landbird groups; the "
-                         "metadata has 2255 (2 x 2255 + 2 x 642 = 5794, the CUB test size).\n")
-        else:
-            text += "\nAll counts match the paper's Table 2.\n"
-    return text
-
-
-def write_table2(metadata_csvs: list[str], out_csv: str | os.PathLike,
-                 out_md: str | os.PathLike) -> pd.DataFrame:
-    """Table 2 from ``results/{dataset}/metadata.csv`` files (dataset = the
-    parent folder's name), written atomically as CSV and Markdown."""
-    for p in metadata_csvs:
-        if not Path(p).is_file():
-            raise LLRError(f"table2: metadata file {p} missing; expected results/{{dataset}}/metadata.csv from prepare")
-    metas = {Path(p).parent.name: read_metadata(str(p)) for p in metadata_csvs}
-    df = table2(metas)
-    md = table2_markdown(df)
-    write_csv(out_csv, df)
-    with atomic_path(out_md) as tmp:
-        tmp.write_text(md)
-    return df
-
+from llr.io import write_csv
 
 # Run identity from the path contract, under any results folder (results_dir).
-_RUN_PATH = (r"(?:^|/)(?P<dataset>[^/]+)/seed(?P<seed>\d+)/(?:erm/(?P<erm_only>[^/]+)"
-             r"|lastlayer/(?P<erm>[^/]+)/(?P<method>[^/]+)/(?P<heldout>[^/]+))/metrics\.json$")
+_RUN_PATH = (
+    r"(?:^|/)(?P<dataset>[^/]+)/seed(?P<seed>\d+)/(?:erm/(?P<erm_only>[^/]+)"
+    r"|lastlayer/(?P<erm>[^/]+)/(?P<method>[^/]+)/(?P<heldout>[^/]+))/metrics\.json$"
+)
 
 # Last-layer metrics.json keys copied to every row of the run (NaN where absent).
 RUN_INFO_KEYS = ("effective_group_ratio", "heldout_group_ratio", "train_group_ratio", "heldout_construction")
-RUN_COLUMNS = ("dataset", "seed", "erm", "method", "heldout", "role", "group", "acc", "wga", "mean_acc",
-               *RUN_INFO_KEYS, "afr_gamma", "afr_lambda")
+RUN_COLUMNS = (
+    "dataset",
+    "seed",
+    "erm",
+    "method",
+    "heldout",
+    "role",
+    "group",
+    "acc",
+    "wga",
+    "mean_acc",
+    *RUN_INFO_KEYS,
+    "afr_gamma",
+    "afr_lambda",
+)
 LOG_COLUMNS = ("epoch", "train_loss", "lr", "seconds")
-# Columns each analysis table must have, by file name (llr.analysis.nc1).
+# Columns each analysis table must have, by file name (llr.analysis.svm, llr.analysis.margins).
 ANALYSIS_COLUMNS = {
     "svm_convergence": ("epoch", "directional_error"),
     "margins": ("seed", "epoch", "group", "min_margin", "avg_margin", "n_train", "test_acc"),
@@ -179,8 +63,17 @@ def _run_rows(f: str, d: dict, ident: dict) -> list[dict]:
         if missing:
             raise LLRError(f"{f}: role {role!r}: key {missing[0]!r} missing, expected acc_by_group, wga, mean_acc")
         for grp, acc in enumerate(r["acc_by_group"]):
-            rows.append({**ident, "role": role, "group": grp, "acc": _num(acc), "wga": _num(r["wga"]),
-                         "mean_acc": _num(r["mean_acc"]), **info})
+            rows.append(
+                {
+                    **ident,
+                    "role": role,
+                    "group": grp,
+                    "acc": _num(acc),
+                    "wga": _num(r["wga"]),
+                    "mean_acc": _num(r["mean_acc"]),
+                    **info,
+                }
+            )
     return rows
 
 
@@ -201,10 +94,17 @@ def collect_runs(files: list[str], out_csv: str | os.PathLike) -> pd.DataFrame:
     for f in files:
         m = re.search(_RUN_PATH, Path(f).as_posix())
         if not m:
-            raise LLRError(f"{f}: not a run path results/<dataset>/seed<k>/(erm/<cell>|lastlayer/<cell>/<method>/<heldout>)/metrics.json")
+            raise LLRError(
+                f"{f}: not a run path results/<dataset>/seed<k>/(erm/<cell>|lastlayer/<cell>/<method>/<heldout>)/metrics.json"
+            )
         d = read_json(f, verify_signature=True)
-        ident = {"dataset": m["dataset"], "seed": int(m["seed"]),
-                 "erm": m["erm_only"] or m["erm"], "method": m["method"] or "erm", "heldout": m["heldout"] or "-"}
+        ident = {
+            "dataset": m["dataset"],
+            "seed": int(m["seed"]),
+            "erm": m["erm_only"] or m["erm"],
+            "method": m["method"] or "erm",
+            "heldout": m["heldout"] or "-",
+        }
         rows.extend(_run_rows(f, d, ident))
     df = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
     write_csv(out_csv, df)
@@ -236,10 +136,17 @@ def collect_logs(files: list[str], out_csv: str | os.PathLike) -> pd.DataFrame:
         # complete: increasing evaluation points (several per epoch allowed)
         # that reach every epoch's end 1..n
         ends = ep[np.isclose(ep, np.round(ep))]
-        if len(d) == 0 or np.isnan(ep).any() or not (np.diff(ep) > 0).all() \
-                or not np.array_equal(ends, np.arange(1, len(ends) + 1)) or not np.isclose(ep[-1], len(ends)):
-            raise LLRError(f"{f}: column 'epoch' must rise to the end of every epoch 1..n (a complete log), "
-                           f"found {d['epoch'].tolist()[:8]}")
+        if (
+            len(d) == 0
+            or np.isnan(ep).any()
+            or not (np.diff(ep) > 0).all()
+            or not np.array_equal(ends, np.arange(1, len(ends) + 1))
+            or not np.isclose(ep[-1], len(ends))
+        ):
+            raise LLRError(
+                f"{f}: column 'epoch' must rise to the end of every epoch 1..n (a complete log), "
+                f"found {d['epoch'].tolist()[:8]}"
+            )
         d.insert(0, "erm", p.parent.name)
         d.insert(0, "seed", seed)
         d.insert(0, "dataset", ds)
@@ -277,3 +184,24 @@ def collect_analysis(files: list[str], out_csv: str | os.PathLike) -> pd.DataFra
     df = pd.concat(frames, ignore_index=True)
     write_csv(out_csv, df)
     return df
+
+
+def fig8_table(inputs: list[str], outputs: list[str], params: dict) -> None:
+    """Figure 8's data from last-layer metrics.json files (llr.analysis.effective_ratio):
+    outputs = [fig8_effective_ratio.csv, fig8_correlation.csv]."""
+    from llr.analysis.effective_ratio import write_fig8_tables
+
+    if len(outputs) != 2:
+        raise LLRError("fig8_table: expected --out fig8_effective_ratio.csv fig8_correlation.csv")
+    write_fig8_tables(inputs, outputs[0], outputs[1])
+
+
+def ablation_caching_table(inputs: list[str], outputs: list[str], params: dict) -> None:
+    """The caching ablation's tables (llr.reporting.ablation): inputs = cached
+    and through-backbone metrics.json files; outputs = [ablation_caching.csv,
+    ablation_caching_summary.csv]."""
+    from llr.reporting.ablation import write_ablation_tables
+
+    if len(outputs) != 2:
+        raise LLRError("ablation_caching_table: expected --out ablation_caching.csv ablation_caching_summary.csv")
+    write_ablation_tables(inputs, outputs[0], outputs[1])

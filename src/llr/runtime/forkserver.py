@@ -40,11 +40,36 @@ from pathlib import Path
 
 # transformers imports its models lazily: name BERT's modules, or every text
 # job pays their import (5-6 s here) again.
-PRELOAD = ("numpy", "pandas", "scipy.stats", "torch", "torchvision.models", "transformers",
-           "transformers.models.bert.configuration_bert", "transformers.models.bert.modeling_bert",
-           "transformers.models.bert.tokenization_bert",
-           "matplotlib.pyplot", "llr.cli", "llr.train.erm", "llr.lastlayer.methods", "llr.analysis.nc1", "llr.reporting.tidy",
-           "llr.reporting.figures", "llr.data.synthetic_text", "llr.data.synthetic_images", "llr.data.real", "llr.train.balancing")
+PRELOAD = (
+    "numpy",
+    "pandas",
+    "scipy.stats",
+    "torch",
+    "torchvision.models",
+    "transformers",
+    "transformers.models.bert.configuration_bert",
+    "transformers.models.bert.modeling_bert",
+    "transformers.models.bert.tokenization_bert",
+    "matplotlib.pyplot",
+    "llr.cli",
+    "llr.train.erm",
+    "llr.train.pretrain",
+    "llr.lastlayer.job",
+    "llr.analysis.nc1",
+    "llr.analysis.margins",
+    "llr.analysis.svm",
+    "llr.reporting.tidy",
+    "llr.reporting.figures",
+    "llr.reporting.claims",
+    "llr.data.synthetic_text",
+    "llr.data.synthetic_text_tokens",
+    "llr.data.tokens",
+    "llr.data.inputs",
+    "llr.data.synthetic_images",
+    "llr.models.factory",
+    "llr.data.real",
+    "llr.train.balancing",
+)
 _HDR = struct.Struct("!I")
 
 
@@ -181,10 +206,21 @@ def _spawn(path: Path) -> None:
         finally:
             probe.close()
         log = open(path.with_suffix(".log"), "ab")
-        subprocess.Popen([sys.executable, "-m", "llr.runtime.forkserver", str(path)], stdin=subprocess.DEVNULL,
-                         stdout=log, stderr=log, start_new_session=True, close_fds=True,
-                         env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-                              "MKL_NUM_THREADS": "1", "LLR_FORKSERVER": "0"})
+        subprocess.Popen(
+            [sys.executable, "-m", "llr.runtime.forkserver", str(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+            env={
+                **os.environ,
+                "OPENBLAS_NUM_THREADS": "1",
+                "OMP_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1",
+                "LLR_FORKSERVER": "0",
+            },
+        )
         deadline = time.time() + float(os.environ.get("LLR_FORKSERVER_START_TIMEOUT", "120"))
         while time.time() < deadline:
             if path.exists():
@@ -215,7 +251,7 @@ def serve(path: Path, idle: float) -> None:
         while True:
             try:
                 conn, _ = srv.accept()
-            except socket.timeout:
+            except TimeoutError:
                 break
             if os.fork() == 0:
                 srv.close()
@@ -238,8 +274,8 @@ def _handle(conn: socket.socket) -> None:
         for level, kind, payload in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
-        (n,) = _HDR.unpack(data[:_HDR.size])
-        body = data[_HDR.size:]
+        (n,) = _HDR.unpack(data[: _HDR.size])
+        body = data[_HDR.size :]
         while len(body) < n:
             body += conn.recv(n - len(body))
         req = json.loads(body)

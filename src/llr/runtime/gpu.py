@@ -157,8 +157,14 @@ def _free_slots(lock_dir: str, device: str, n_slots: int) -> list[int]:
     return free
 
 
-def claim(devices: list[str] | None = None, lock_dir: str | None = None, timeout: float | None = None,
-          poll: float = 0.5, log=sys.stderr, jobs_per_device: int | None = None) -> str | None:
+def claim(
+    devices: list[str] | None = None,
+    lock_dir: str | None = None,
+    timeout: float | None = None,
+    poll: float = 0.5,
+    log=sys.stderr,
+    jobs_per_device: int | None = None,
+) -> str | None:
     """Claim a slot on the least-held device and pin this process to it.
 
     Each device has ``jobs_per_device`` slots (default :func:`jobs_per_gpu`).
@@ -200,14 +206,14 @@ def claim(devices: list[str] | None = None, lock_dir: str | None = None, timeout
                 _held.update(fd=fd, device=dev, slot=slot)
                 os.environ["CUDA_VISIBLE_DEVICES"] = dev
                 share = f", slot {slot + 1} of {n_slots}" if n_slots > 1 else ""
-                print(f"llr: claimed GPU {dev} (CUDA_VISIBLE_DEVICES={dev}{share}, lock {path})", file=log,
-                      flush=True)
+                print(f"llr: claimed GPU {dev} (CUDA_VISIBLE_DEVICES={dev}{share}, lock {path})", file=log, flush=True)
                 return dev
         finally:
             os.close(mutex)  # drops the mutex
         if timeout is not None and time.monotonic() - t0 >= timeout:
-            raise TimeoutError(f"no free GPU slot among {devices} x {n_slots} after {timeout:.0f}s "
-                               f"(locks in {lock_dir})")
+            raise TimeoutError(
+                f"no free GPU slot among {devices} x {n_slots} after {timeout:.0f}s (locks in {lock_dir})"
+            )
         if not waited:
             what = f"all GPUs {devices}" if n_slots == 1 else f"all {n_slots} slots of GPUs {devices}"
             print(f"llr: {what} taken, waiting (locks in {lock_dir})", file=log, flush=True)

@@ -75,8 +75,9 @@ def group_ratio_targets(counts: np.ndarray, ratio: float, spec: DatasetSpec) -> 
     m = int(counts.min())
     if m == 0:
         g = int(np.argmin(counts))
-        raise LLRError(f"{spec.name}: group {g} ({spec.group_name(g)}) is empty; a group-ratio subset needs "
-                       f"every group")
+        raise LLRError(
+            f"{spec.name}: group {g} ({spec.group_name(g)}) is empty; a group-ratio subset needs every group"
+        )
     p = ratio / (1.0 + ratio)
     pairs = {}
     for y in range(spec.n_classes):
@@ -102,18 +103,17 @@ def group_ratio_targets(counts: np.ndarray, ratio: float, spec: DatasetSpec) -> 
         g = int(short[0])
         raise LLRError(
             f"{spec.name}: group ratio {ratio} cannot be satisfied: group {g} ({spec.group_name(g)}) "
-            f"needs {targets[g]} examples, the split has {counts[g]}")
+            f"needs {targets[g]} examples, the split has {counts[g]}"
+        )
     return targets
 
 
-def group_ratio_subset(groups: np.ndarray, ratio: float, spec: DatasetSpec,
-                       rng: np.random.Generator) -> np.ndarray:
+def group_ratio_subset(groups: np.ndarray, ratio: float, spec: DatasetSpec, rng: np.random.Generator) -> np.ndarray:
     """Positions (into ``groups``) of a seeded group-ratio subset, sorted."""
     groups = np.asarray(groups)
     counts = np.bincount(groups, minlength=spec.n_groups)
     targets = group_ratio_targets(counts, ratio, spec)
-    keep = [rng.choice(np.flatnonzero(groups == g), size=int(t), replace=False)
-            for g, t in enumerate(targets)]
+    keep = [rng.choice(np.flatnonzero(groups == g), size=int(t), replace=False) for g, t in enumerate(targets)]
     return np.sort(np.concatenate(keep))
 
 
@@ -186,7 +186,9 @@ def _class_groups(y: np.ndarray, g: np.ndarray, spec: DatasetSpec):
     if y.shape != g.shape or y.ndim != 1:
         raise LLRError(f"labels and groups must be 1-d arrays of one length, got {y.shape} and {g.shape}")
     if len(g) and (g.min() < 0 or g.max() >= spec.n_groups or not np.array_equal(g // spec.n_spurious, y)):
-        raise LLRError(f"{spec.name}: groups must lie in 0..{spec.n_groups - 1} with group // {spec.n_spurious} = class")
+        raise LLRError(
+            f"{spec.name}: groups must lie in 0..{spec.n_groups - 1} with group // {spec.n_spurious} = class"
+        )
     counts = np.bincount(g, minlength=spec.n_groups).reshape(spec.n_classes, spec.n_spurious)
     major = counts.argmax(axis=1)
     minority_n = counts.sum(axis=1) - counts.max(axis=1)
@@ -194,8 +196,9 @@ def _class_groups(y: np.ndarray, g: np.ndarray, spec: DatasetSpec):
     return counts, major, (minority_n > 0) & ~declared
 
 
-def class_group_masses(y: np.ndarray, g: np.ndarray, weights: np.ndarray | None,
-                       spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def class_group_masses(
+    y: np.ndarray, g: np.ndarray, weights: np.ndarray | None, spec: DatasetSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per class: the weighted mass of its majority group (the group with the
     most examples, unweighted), of its minority group(s), and whether the
     class counts for group ratios (see :func:`effective_group_ratio`)."""
@@ -204,14 +207,14 @@ def class_group_masses(y: np.ndarray, g: np.ndarray, weights: np.ndarray | None,
     if w.shape != y.shape:
         raise LLRError(f"weights have shape {w.shape}, expected ({len(y)},)")
     _, major, keep = _class_groups(y, g, spec)
-    mass = np.bincount(np.asarray(g, dtype=np.int64), weights=w,
-                       minlength=spec.n_groups).reshape(spec.n_classes, spec.n_spurious)
+    mass = np.bincount(np.asarray(g, dtype=np.int64), weights=w, minlength=spec.n_groups).reshape(
+        spec.n_classes, spec.n_spurious
+    )
     maj = mass[np.arange(spec.n_classes), major]
     return maj, mass.sum(axis=1) - maj, keep
 
 
-def effective_group_ratio(y: np.ndarray, g: np.ndarray, weights: np.ndarray | None,
-                          spec: DatasetSpec) -> float:
+def effective_group_ratio(y: np.ndarray, g: np.ndarray, weights: np.ndarray | None, spec: DatasetSpec) -> float:
     """The group ratio a method effectively trains with (paper section 3.1:
     "the ratio between the number of minority group points and the number of
     majority group points", here with points counted by their training
@@ -233,8 +236,9 @@ def effective_group_ratio(y: np.ndarray, g: np.ndarray, weights: np.ndarray | No
     return float(np.mean(ratios))
 
 
-def group_ratio_sampling_weights(y: np.ndarray, g: np.ndarray, ratio: float, spec: DatasetSpec,
-                                 balance_classes: bool = True) -> np.ndarray:
+def group_ratio_sampling_weights(
+    y: np.ndarray, g: np.ndarray, ratio: float, spec: DatasetSpec, balance_classes: bool = True
+) -> np.ndarray:
     """Sampling probabilities that give a pool group ratio ``ratio`` in
     expectation while keeping every example (the authors' sampler for their
     group-ratio LLR runs, understanding-llr ``make_group_ratio_sampler``; the
@@ -275,7 +279,7 @@ def group_ratio_sampling_weights(y: np.ndarray, g: np.ndarray, ratio: float, spe
     return w / w.sum()
 
 
-def epoch_order(n: int, sample_weights: np.ndarray | None, gen) -> "object":
+def epoch_order(n: int, sample_weights: np.ndarray | None, gen) -> object:
     """Example order for one epoch: a permutation, or (upsampling) n draws with
     replacement from ``sample_weights``. ``gen`` is a torch.Generator."""
     import torch
@@ -284,42 +288,3 @@ def epoch_order(n: int, sample_weights: np.ndarray | None, gen) -> "object":
         return torch.randperm(n, generator=gen)
     w = torch.as_tensor(sample_weights, dtype=torch.float64)
     return torch.multinomial(w, n, replacement=True, generator=gen)
-
-
-ERM_CELL_PATTERN = (r"(?P<pool>train|combined)(?:_ratio(?P<ratio>[0-9]*\.?[0-9]+))?"
-                    r"_(?P<balance>none|(?:class|group)_(?:subsetting|upsampling|upweighting))"
-                    r"(?P<long>_long)?(?:_arch-(?P<arch>[a-z0-9][a-z0-9.-]*))?")
-
-
-@dataclass(frozen=True)
-class ErmCell:
-    """An ERM cell name, ``ERM_CELL_PATTERN`` (the one definition; the
-    workflow's wildcard constraint is built from it):
-    ``{pool}[_ratio{r}]_{balance}[_long][_arch-{arch}]`` where pool is train
-    (ERM's share) or combined (train + held-out, "100% of the data"), r a
-    group ratio of that pool's subset, balance ``none`` or
-    ``{class|group}_{subsetting|upsampling|upweighting}``; ``_long`` marks the
-    longer NC1 runs (Figure 2) and ``_arch-<name>`` a cell trained with
-    another architecture than the dataset's standard one (paper section 2
-    uses ResNet-18 / BERT-Tiny, Figures 4-7 ResNet-50 / BERT-base)."""
-
-    pool: str
-    ratio: float | None
-    level: str | None
-    mode: str
-    long: bool = False
-    arch: str | None = None
-
-    @classmethod
-    def parse(cls, name: str) -> "ErmCell":
-        import re
-
-        m = re.fullmatch(ERM_CELL_PATTERN, name)
-        if m is None:
-            raise LLRError(f"ERM cell {name!r} malformed, expected {{train|combined}}[_ratio<r>]_"
-                           f"{{none|class_<mode>|group_<mode>}}[_long][_arch-<arch>]")
-        level, _, mode = m["balance"].rpartition("_")
-        ratio = float(m["ratio"]) if m["ratio"] is not None else None
-        if ratio is not None and not 0 < ratio <= 1:
-            raise LLRError(f"ERM cell {name!r}: group ratio {ratio} outside (0, 1]")
-        return cls(m["pool"], ratio, level or None, mode, bool(m["long"]), m["arch"])

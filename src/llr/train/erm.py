@@ -1,11 +1,12 @@
 """ERM finetuning (paper Table 3) and the embedding pass.
 
-One engine serves pretraining of the synthetic backbones, ERM cells with class
-or group balancing, and the NC1 runs: AdamW, cosine (images) or linear
-(text, no warm-up) schedule, group metrics (and NC1) at evaluation points
-within epochs, checkpoint/resume at epoch ends, and
-a final pass that writes the penultimate embeddings of every example, so the
-backbone runs over the dataset once per ERM cell.
+One engine (``train``) serves pretraining of the synthetic backbones
+(llr.train.pretrain), ERM cells with class or group balancing, and the NC1
+runs: AdamW, cosine (images) or linear (text, no warm-up) schedule, group
+metrics (and NC1) at evaluation points within epochs, checkpoint/resume at
+epoch ends, progress bars for job logs, and a final pass that writes the
+penultimate embeddings of every example, so the backbone runs over the
+dataset once per ERM cell.
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llr.train.balancing import Balanced, epoch_order
 from llr.errors import LLRError
+from llr.runtime.progress import progress as progress_bar
+from llr.train.balancing import Balanced, epoch_order
 from llr.train.metrics import evaluate
 
 
@@ -56,11 +58,13 @@ class TrainConfig:
         if isinstance(e, bool) or not isinstance(e, int) or e < 1:
             raise LLRError(f"training params: evals_per_epoch = {e!r}, expected an integer >= 1")
         if self.nc1_global_mean not in NC1_GLOBAL_MEANS:
-            raise LLRError(f"training params: nc1_global_mean = {self.nc1_global_mean!r}, "
-                           f"expected one of {list(NC1_GLOBAL_MEANS)}")
+            raise LLRError(
+                f"training params: nc1_global_mean = {self.nc1_global_mean!r}, expected one of {list(NC1_GLOBAL_MEANS)}"
+            )
         if self.loss_reduction not in ("weighted_mean", "mean"):
-            raise LLRError(f"training params: loss_reduction = {self.loss_reduction!r}, "
-                           f"expected 'weighted_mean' or 'mean'")
+            raise LLRError(
+                f"training params: loss_reduction = {self.loss_reduction!r}, expected 'weighted_mean' or 'mean'"
+            )
 
 
 def batch_loss(losses: torch.Tensor, weights: torch.Tensor | None, reduction: str = "weighted_mean") -> torch.Tensor:
@@ -133,9 +137,14 @@ class _Batches(torch.utils.data.Dataset):
 
 def _loader(inputs, batches, train, seed, cfg: TrainConfig, device):
     ds = _Batches(inputs, batches, train, seed)
-    return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=cfg.num_workers,
-                                       pin_memory=device.type == "cuda",
-                                       persistent_workers=False)
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_size=None,
+        shuffle=False,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
 
 
 def _to(x, device):
@@ -147,13 +156,19 @@ def _to(x, device):
 
 
 @torch.no_grad()
-def embed(model, inputs, positions: np.ndarray, cfg: TrainConfig, device) -> tuple[np.ndarray, np.ndarray]:
-    """Penultimate embeddings (float32) and logits of ``positions``, eval mode."""
+def embed(
+    model, inputs, positions: np.ndarray, cfg: TrainConfig, device, desc: str | None = "embed"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Penultimate embeddings (float32) and logits of ``positions``, eval mode;
+    a progress bar named ``desc`` over the batches (None: no bar)."""
     model.eval()
     bs = cfg.eval_batch_size
-    batches = [positions[i:i + bs] for i in range(0, len(positions), bs)]
+    batches = [positions[i : i + bs] for i in range(0, len(positions), bs)]
     embs, logits = [], []
-    for x in _loader(inputs, batches, False, 0, cfg, device):
+    loader = _loader(inputs, batches, False, 0, cfg, device)
+    if desc is not None:  # iterates the loader as a plain for loop would: same order, same worker seeds
+        loader = progress_bar(loader, desc=desc, total=len(batches), unit="batch")
+    for x in loader:
         x = _to(x, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
             h = model.embed(x)
@@ -172,12 +187,27 @@ class TrainResult:
     final: tuple[np.ndarray, np.ndarray] | None = None  # (embeddings, logits) of final_positions
 
 
-def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray, balanced: Balanced,
-          cfg: TrainConfig, *, seed: int, n_groups: int, eval_sets: dict[str, np.ndarray] | None = None,
-          group_weights: np.ndarray | None = None, resume: str | os.PathLike | None = None,
-          on_epoch: Callable[[int, dict], None] | None = None, progress: bool = True,
-          final_positions: np.ndarray | None = None, input_files: list[str] | None = None,
-          run_params: dict | None = None) -> TrainResult:
+def train(
+    model,
+    inputs,
+    y_all: np.ndarray,
+    g_all: np.ndarray,
+    pool: np.ndarray,
+    balanced: Balanced,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    n_groups: int,
+    eval_sets: dict[str, np.ndarray] | None = None,
+    group_weights: np.ndarray | None = None,
+    resume: str | os.PathLike | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    progress: bool = True,
+    final_positions: np.ndarray | None = None,
+    input_files: list[str] | None = None,
+    run_params: dict | None = None,
+    desc: str = "train",
+) -> TrainResult:
     """Train ``model`` on ``pool[balanced.positions]`` for ``cfg.epochs`` epochs.
 
     ``cfg.evals_per_epoch`` times per epoch (``eval_steps``: evenly spaced,
@@ -196,6 +226,8 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
     ``pool``) the last evaluation is one pass over those examples,
     returned as ``result.final`` = (embeddings, logits) in their order, so
     the caller's embedding pass and the last log row share the backbone pass.
+    With ``progress`` a line per log row and a progress bar named ``desc``
+    over the optimizer steps (and one over that final pass).
     """
     device = resolve_device(cfg.device)
     torch.manual_seed(seed)
@@ -237,8 +269,9 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
         print(f"resumed from {resume} after epoch {start_epoch}", flush=True)
     from llr.analysis.nc1 import nc1
 
-    def evaluate_point(epoch: int, step: int, n_steps: int, loss_sum: torch.Tensor, n_batches: int,
-                       seconds: float) -> dict:
+    def evaluate_point(
+        epoch: int, step: int, n_steps: int, loss_sum: torch.Tensor, n_batches: int, seconds: float
+    ) -> dict:
         """One log row after ``step`` of ``n_steps`` steps of ``epoch`` (0-based):
         training loss since the previous row, then an eval-mode pass over every
         example the row needs (at the very end over ``final_positions`` too).
@@ -248,11 +281,18 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
         if not math.isfinite(train_loss):
             if resume is not None and Path(resume).exists():
                 Path(resume).unlink()
-            raise LLRError(f"training loss became {train_loss} in epoch {epoch + 1} (lr {cfg.lr}); "
-                           f"lower the learning rate or check the inputs")
+            raise LLRError(
+                f"training loss became {train_loss} in epoch {epoch + 1} (lr {cfg.lr}); "
+                f"lower the learning rate or check the inputs"
+            )
         frac = step / n_steps if n_steps else 1.0
-        row = {"epoch": epoch + frac, "step": epoch * steps_per_epoch + step, "train_loss": train_loss,
-               "lr": sched.get_last_lr()[0], "seconds": seconds}
+        row = {
+            "epoch": epoch + frac,
+            "step": epoch * steps_per_epoch + step,
+            "train_loss": train_loss,
+            "lr": sched.get_last_lr()[0],
+            "seconds": seconds,
+        }
         sets = dict(eval_sets or {})
         if cfg.nc1:
             sets["__pool"] = pool
@@ -266,7 +306,7 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
         if len(need):
             rng = torch.get_rng_state()
             cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-            h_all, z_all = embed(model, inputs, need, cfg, device)
+            h_all, z_all = embed(model, inputs, need, cfg, device, desc="embed" if progress and final_pass else None)
             torch.set_rng_state(rng)
             if cuda_rng is not None:
                 torch.cuda.set_rng_state(cuda_rng, device)
@@ -277,8 +317,9 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
                 result.final = (h_all, z_all)
         for name, pos in sets.items():
             if name == "__pool":
-                row["train_nc1"] = nc1(h_all[where[pos]], y_all[pos], model.head.out_features,
-                                       global_mean=cfg.nc1_global_mean)
+                row["train_nc1"] = nc1(
+                    h_all[where[pos]], y_all[pos], model.head.out_features, global_mean=cfg.nc1_global_mean
+                )
                 continue
             m = evaluate(z_all[where[pos]].argmax(1), y_all[pos], g_all[pos], n_groups, group_weights)
             row[f"{name}_wga"] = m["wga"]
@@ -290,69 +331,105 @@ def train(model, inputs, y_all: np.ndarray, g_all: np.ndarray, pool: np.ndarray,
             done = row["step"] - start_epoch * steps_per_epoch
             eta = (time.time() - t0) / max(done, 1) * (total - row["step"])
             rate = min(n_batches * cfg.batch_size, len(train_pos)) / max(seconds, 1e-9)
-            msg = " ".join(f"{k}={v:.4g}" for k, v in row.items()
-                           if k != "epoch" and isinstance(v, float) and not k.split("_")[-1].startswith("g"))
-            print(f"epoch {row['epoch']:.4g}/{cfg.epochs} step {row['step']} {msg} | {rate:.0f} samples/s "
-                  f"| ETA {eta:.0f}s", flush=True)
+            msg = " ".join(
+                f"{k}={v:.4g}"
+                for k, v in row.items()
+                if k != "epoch" and isinstance(v, float) and not k.split("_")[-1].startswith("g")
+            )
+            print(
+                f"epoch {row['epoch']:.4g}/{cfg.epochs} step {row['step']} {msg} | {rate:.0f} samples/s "
+                f"| ETA {eta:.0f}s",
+                flush=True,
+            )
         return row
 
     t0 = last_checkpoint = time.time()
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        order = epoch_order(len(train_pos), balanced.sample_weights, order_gen).numpy()
-        batches = [train_pos[order[i:i + cfg.batch_size]] for i in range(0, len(order), cfg.batch_size)]
-        # Evaluation points (Figures 2 and 6 are curves over training): evenly
-        # spaced within the epoch, its end always included.
-        points = set(eval_steps(len(batches), cfg.evals_per_epoch))
-        loss_sum = torch.zeros((), device=device)
-        n_since = 0
-        te = time.time()
-        row = None
-        for step, x in enumerate(_loader(inputs, batches, True, seed * 10_007 + epoch, cfg, device)):
-            idx = torch.as_tensor(batches[step])
-            x = _to(x, device)
-            yb = y_t[idx].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-                logits = model(x)
-            losses = F.cross_entropy(logits.float(), yb, reduction="none")
-            wb = None if w_all is None else w_all[idx].to(device, non_blocking=True)
-            loss = batch_loss(losses, wb, cfg.loss_reduction)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach()
-            n_since += 1
-            if step + 1 in points:
-                row = evaluate_point(epoch, step + 1, len(batches), loss_sum, n_since, time.time() - te)
-                loss_sum = torch.zeros((), device=device)
-                n_since = 0
-                te = time.time()
-        if row is None:  # an epoch without a training step still logs its end
-            row = evaluate_point(epoch, 0, 0, loss_sum, 0, time.time() - te)
-        if on_epoch is not None:
-            on_epoch(epoch + 1, row)
-        if resume is not None and cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0) \
-                and epoch + 1 < cfg.epochs and time.time() - last_checkpoint >= cfg.checkpoint_min_seconds:
-            from llr.io import save_torch  # atomic; a full disk is one line naming the file, no .part left
+    bar = progress_bar(desc=desc, total=total, initial=start_epoch * steps_per_epoch, unit="step") if progress else None
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            order = epoch_order(len(train_pos), balanced.sample_weights, order_gen).numpy()
+            batches = [train_pos[order[i : i + cfg.batch_size]] for i in range(0, len(order), cfg.batch_size)]
+            # Evaluation points (Figures 2 and 6 are curves over training): evenly
+            # spaced within the epoch, its end always included.
+            points = set(eval_steps(len(batches), cfg.evals_per_epoch))
+            loss_sum = torch.zeros((), device=device)
+            n_since = 0
+            te = time.time()
+            row = None
+            for step, x in enumerate(_loader(inputs, batches, True, seed * 10_007 + epoch, cfg, device)):
+                idx = torch.as_tensor(batches[step])
+                x = _to(x, device)
+                yb = y_t[idx].to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+                    logits = model(x)
+                losses = F.cross_entropy(logits.float(), yb, reduction="none")
+                wb = None if w_all is None else w_all[idx].to(device, non_blocking=True)
+                loss = batch_loss(losses, wb, cfg.loss_reduction)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                loss_sum += loss.detach()
+                n_since += 1
+                if bar is not None:
+                    bar.update()
+                if step + 1 in points:
+                    row = evaluate_point(epoch, step + 1, len(batches), loss_sum, n_since, time.time() - te)
+                    loss_sum = torch.zeros((), device=device)
+                    n_since = 0
+                    te = time.time()
+            if row is None:  # an epoch without a training step still logs its end
+                row = evaluate_point(epoch, 0, 0, loss_sum, 0, time.time() - te)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, row)
+            if (
+                resume is not None
+                and cfg.checkpoint_every
+                and ((epoch + 1) % cfg.checkpoint_every == 0)
+                and epoch + 1 < cfg.epochs
+                and time.time() - last_checkpoint >= cfg.checkpoint_min_seconds
+            ):
+                from llr.io import save_torch  # atomic; a full disk is one line naming the file, no .part left
 
-            save_torch({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "order_gen": order_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                save_torch(
+                    {
+                        "model": model.state_dict(),
+                        "opt": opt.state_dict(),
+                        "sched": sched.state_dict(),
+                        "order_gen": order_gen.get_state(),
+                        "torch_rng": torch.get_rng_state(),
                         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                         "fingerprint": fingerprint,
-                        "log": result.log, "epoch": epoch + 1, "config": asdict(cfg)}, resume)
-            last_checkpoint = time.time()
+                        "log": result.log,
+                        "epoch": epoch + 1,
+                        "config": asdict(cfg),
+                    },
+                    resume,
+                )
+                last_checkpoint = time.time()
+    finally:  # the bar's last line before any error message
+        if bar is not None:
+            bar.close()
     result.seconds = time.time() - t0
     return result
 
 
 # Settings that do not change what a run computes: left out of the fingerprint.
-_NOT_FINGERPRINTED = frozenset({"device", "num_workers", "eval_batch_size", "threads", "checkpoint_every",
-                                "checkpoint_min_seconds"})
+_NOT_FINGERPRINTED = frozenset(
+    {"device", "num_workers", "eval_batch_size", "threads", "checkpoint_every", "checkpoint_min_seconds"}
+)
 
 
-def _run_fingerprint(cfg: TrainConfig, seed: int, train_pos: np.ndarray, balanced: Balanced, model=None,
-                     input_files: list[str] | None = None, run_params: dict | None = None) -> str:
+def _run_fingerprint(
+    cfg: TrainConfig,
+    seed: int,
+    train_pos: np.ndarray,
+    balanced: Balanced,
+    model=None,
+    input_files: list[str] | None = None,
+    run_params: dict | None = None,
+) -> str:
     """What a resume checkpoint must match to be picked up: the settings that
     shape training (not the device or loader workers), ``run_params`` (every
     job parameter, same exclusions), the seed, the training examples with
@@ -405,53 +482,19 @@ def _save_torch(obj, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
-def run_pretrain_job(dataset: str, params: dict, tokenizer_dir: str | None, out: str,
-                     log_csv: str | None = None) -> None:
-    """Pretrain a synthetic benchmark's backbone on a balanced auxiliary task
-    (predict the group, so features carry both core and spurious information),
-    standing in for ImageNet / BERT pretraining (paper appendix B.2)."""
-    import pandas as pd
-
-    from llr.train.balancing import balance
-    from llr.data.registry import get_spec
-    from llr.io import write_csv
-    from llr.models.resnet import build_model
-
-    spec = get_spec(dataset)
-    if not spec.synthetic:
-        raise LLRError(f"{dataset}: pretrain is for synthetic datasets; real ones use ImageNet/BERT weights")
-    _set_threads(params)
-    seed = int(params.get("seed", 0)) + 1000
-    n = int(params.get("pretrain_n_per_group", 500))
-    if spec.modality == "image":
-        from llr.data.synthetic_images import CORE_CONTRAST, ImageInputs, pretrain_images
-
-        kw = dict(size=params.get("image_size", 24), core_contrast=params.get("core_contrast", CORE_CONTRAST),
-                  noise=params.get("noise", 0.08))
-        images, labels = pretrain_images(seed, n + 100, **kw)
-        inputs, model_kw = ImageInputs(images), {}
-    else:
-        from llr.data.synthetic_text import pretrain_inputs
-
-        inputs, labels, model_kw = pretrain_inputs(spec, params, seed, n + 100, tokenizer_dir)
-    labels = np.asarray(labels)
-    # The first n examples of each group train, the rest measure the task.
-    per_group = [np.flatnonzero(labels == k) for k in range(spec.n_groups)]
-    fit_pos = np.sort(np.concatenate([p[:n] for p in per_group]))
-    eval_pos = np.sort(np.concatenate([p[n:] for p in per_group]))
-    torch.manual_seed(seed)
-    model = build_model(params["arch"], spec.n_groups, **model_kw)
-    cfg = _config({**params, **params.get("pretrain", {})})
-    res = train(model, inputs, labels, labels, fit_pos, balance(labels[fit_pos], "none", None), cfg, seed=seed,
-                n_groups=spec.n_groups, eval_sets={"aux": eval_pos})
-    if log_csv:
-        write_csv(log_csv, pd.DataFrame(res.log))
-    _save_torch({"backbone": model.backbone.state_dict(), "arch": params["arch"], "model_kw": model_kw,
-                 "aux_accuracy": res.log[-1]["aux_mean_acc"]}, out)
-
-
-def run_erm_job(*, dataset: str, metadata: str, split: str, inputs: str, subset: str | None,
-                pretrained: str | None, cell: str, seed: int, params: dict, outdir: str) -> None:
+def run_erm_job(
+    *,
+    dataset: str,
+    metadata: str,
+    split: str,
+    inputs: str,
+    subset: str | None,
+    pretrained: str | None,
+    cell: str,
+    seed: int,
+    params: dict,
+    outdir: str,
+) -> None:
     """Train one ERM cell and write ``model.pt``, ``log.csv`` (one row per
     evaluation point, ``evals_per_epoch`` per epoch), ``metrics.json`` (per
     role; with ``nc1`` also NC1 of the training pool and the held-out set on
@@ -460,12 +503,13 @@ def run_erm_job(*, dataset: str, metadata: str, split: str, inputs: str, subset:
     ``outdir``."""
     import pandas as pd
 
-    from llr.train.balancing import POOLS, ErmCell, balance, rng_for
-    from llr.data.registry import get_spec, read_metadata
     from llr.data.inputs import open_inputs
+    from llr.data.registry import get_spec, read_metadata
+    from llr.experiments import ErmCell
     from llr.io import atomic_path, write_csv, write_json
+    from llr.models.factory import build_model
+    from llr.train.balancing import POOLS, balance, rng_for
     from llr.train.metrics import train_group_weights
-    from llr.models.resnet import build_model
 
     spec = get_spec(dataset)
     c = ErmCell.parse(cell)
@@ -505,19 +549,39 @@ def run_erm_job(*, dataset: str, metadata: str, split: str, inputs: str, subset:
     src = open_inputs(spec, inputs, params.get("crop"))
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    res = train(model, src, y, g, pool, balanced, cfg, seed=seed, n_groups=spec.n_groups, eval_sets=eval_sets,
-                group_weights=gw, resume=out / "resume.pt", final_positions=np.arange(len(meta)),
-                input_files=[metadata, split, inputs, subset, pretrained, params.get("model_path")],
-                run_params={"dataset": dataset, "cell": cell, **params})
+    res = train(
+        model,
+        src,
+        y,
+        g,
+        pool,
+        balanced,
+        cfg,
+        seed=seed,
+        n_groups=spec.n_groups,
+        eval_sets=eval_sets,
+        group_weights=gw,
+        resume=out / "resume.pt",
+        final_positions=np.arange(len(meta)),
+        input_files=[metadata, split, inputs, subset, pretrained, params.get("model_path")],
+        run_params={"dataset": dataset, "cell": cell, **params},
+        desc=f"ERM {cell}",
+    )
     if res.final is None:  # guard: train() ran no epoch (checkpoints precede the last one, so not expected)
         emb, logits = embed(model, src, np.arange(len(meta)), cfg, resolve_device(cfg.device))
     else:
         emb, logits = res.final
     pred = logits.argmax(1)
-    metrics = {"dataset": dataset, "seed": seed, "cell": cell, "epochs": cfg.epochs,
-               "n_train": int(len(balanced.positions)), "train_seconds": res.seconds,
-               "train_group_counts": np.bincount(g[pool[balanced.positions]], minlength=spec.n_groups).tolist(),
-               "roles": {}}
+    metrics = {
+        "dataset": dataset,
+        "seed": seed,
+        "cell": cell,
+        "epochs": cfg.epochs,
+        "n_train": int(len(balanced.positions)),
+        "train_seconds": res.seconds,
+        "train_group_counts": np.bincount(g[pool[balanced.positions]], minlength=spec.n_groups).tolist(),
+        "roles": {},
+    }
     for r in ("train", "heldout", "val", "test"):
         pos = np.flatnonzero(roles == r)
         if len(pos):
@@ -526,17 +590,19 @@ def run_erm_job(*, dataset: str, metadata: str, split: str, inputs: str, subset:
         from llr.analysis.nc1 import nc1
 
         gm = cfg.nc1_global_mean
-        metrics["nc1"] = {"train": nc1(emb[pool], y[pool], spec.n_classes, global_mean=gm),
-                          "heldout": nc1(emb[roles == "heldout"], y[roles == "heldout"],
-                                         spec.n_classes, global_mean=gm),
-                          "global_mean": gm}
+        metrics["nc1"] = {
+            "train": nc1(emb[pool], y[pool], spec.n_classes, global_mean=gm),
+            "heldout": nc1(emb[roles == "heldout"], y[roles == "heldout"], spec.n_classes, global_mean=gm),
+            "global_mean": gm,
+        }
     with atomic_path(out / "embeddings.npy") as tmp:
         with open(tmp, "wb") as f:
             np.save(f, emb.astype(np.float16))
     with atomic_path(out / "head.npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, W=model.head.weight.detach().float().cpu().numpy(),
-                     b=model.head.bias.detach().float().cpu().numpy())
+            np.savez(
+                f, W=model.head.weight.detach().float().cpu().numpy(), b=model.head.bias.detach().float().cpu().numpy()
+            )
     _save_torch({k: v.cpu() for k, v in model.state_dict().items()}, out / "model.pt")
     write_csv(out / "log.csv", pd.DataFrame(res.log))
     write_json(out / "metrics.json", metrics)

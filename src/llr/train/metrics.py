@@ -22,8 +22,9 @@ def worst_group_accuracy(acc_by_group: np.ndarray) -> float:
     return float(np.nanmin(acc_by_group))
 
 
-def mean_accuracy(pred: np.ndarray, y: np.ndarray, g: np.ndarray, n_groups: int,
-                  group_weights: np.ndarray | None = None) -> float:
+def mean_accuracy(
+    pred: np.ndarray, y: np.ndarray, g: np.ndarray, n_groups: int, group_weights: np.ndarray | None = None
+) -> float:
     """Plain accuracy, or with ``group_weights`` (training group proportions)
     the weighted mean of per-group accuracies."""
     if group_weights is None:
@@ -33,8 +34,9 @@ def mean_accuracy(pred: np.ndarray, y: np.ndarray, g: np.ndarray, n_groups: int,
     return float(np.nansum(acc * w) / w[~np.isnan(acc)].sum())
 
 
-def evaluate(pred: np.ndarray, y: np.ndarray, g: np.ndarray, n_groups: int,
-             group_weights: np.ndarray | None = None) -> dict:
+def evaluate(
+    pred: np.ndarray, y: np.ndarray, g: np.ndarray, n_groups: int, group_weights: np.ndarray | None = None
+) -> dict:
     """Per-group accuracy, WGA and mean accuracy as a JSON-ready dict."""
     acc = group_accuracy(pred, y, g, n_groups)
     return {
