@@ -1,5 +1,5 @@
 # Two commands for a fresh clone (see README):
-#   make all    set up .venv and build every figure of the embedded default
+#   make all    set up .venv, build every figure of the embedded default, then Snakemake's report
 #   make test   set up .venv and run the test suite
 # Both are idempotent. PROFILE=local-gpu or PROFILE=slurm picks another profile.
 
@@ -13,6 +13,8 @@ PROFILES := local local-gpu slurm
 .PHONY: all setup test dry-run clean-results
 all: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" snakemake --profile $(PROFILE) all
+	@# Snakemake's own report: every figure and table with its caption (workflow/report/*.rst).
+	PATH="$(CURDIR)/$(BIN):$$PATH" snakemake --profile $(PROFILE) --report results/report.html
 
 setup: $(STAMP) $(PROFILES)
 

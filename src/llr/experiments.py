@@ -1,5 +1,5 @@
 """The experiment grid: which ERM and last-layer cells each figure and table needs (paper sections 2-3,
-docs/design.md, "The workflow"), the cell-name grammar and every job's settings, from the validated config.
+docs/design.md, "The DAG"), the cell-name grammar and every job's settings, from the validated config.
 Pure Python: workflow/rules/*.smk only wire rules to it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Run-time registration of last-layer methods (docs/design.md, "Adding a method"): the config's
+"""Run-time registration of last-layer methods (docs/design.md, "Adding a last-layer method"): the config's
 ``plugins``, Python modules or ``.py`` files that register methods when imported; jobs get them via LLR_PLUGINS."""
 
 from __future__ import annotations
