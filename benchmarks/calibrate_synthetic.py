@@ -227,40 +227,23 @@ def probe(name: str, meta: Path, inputs: Path, backbone: Path, erm: dict) -> tup
     )
 
 
-# The ERM cells of one seed in the default `all` (`snakemake -n all` lists
-# them): pool_[level_]mode, group-ratio cells, and Figure 2's long run.
-CELLS = (
-    ["train_none", "train_none_long"]
-    + [f"{p}_class_{m}" for p in ("train", "combined") for m in ("subsetting", "upsampling", "upweighting")]
-    + [f"combined_group_{m}" for m in ("subsetting", "upsampling", "upweighting")]
-    + ["combined_none"]
-    + [f"{p}_ratio{r}_none" for p in ("train", "combined") for r in (0.05, 0.1, 0.2, 0.5, 1.0)]
-)
-
-
-def cell_params(cell: str, erm: dict, config: Path) -> dict:
-    """A cell's ERM settings as the workflow derives them (workflow/rules/
-    common.smk ``erm_settings``): curves over training for the long run and
-    the combined-pool cells without a group ratio or class balancing,
-    twice the epochs and NC1 for the long run."""
+def default_grid(name: str, erm: dict, config: Path):
+    """The experiment grid (llr.experiments.Grid) of ``config`` with this
+    script's ERM settings for ``name``: its ERM cells and their settings are
+    exactly the workflow's."""
     import yaml
 
-    from llr.experiments import ErmCell
+    from llr.experiments import Grid
 
     cfg = yaml.safe_load(config.read_text())
-    c = ErmCell.parse(cell)
-    p = dict(erm)
-    if c.long or (c.pool == "combined" and c.ratio is None and c.level in (None, "group")):
-        p.setdefault("evals_per_epoch", int(cfg.get("curves", {}).get("evals_per_epoch", 1)))
-    if c.long:
-        nc1 = cfg.get("nc1", {})
-        p["epochs"] = int(nc1["epochs"]) if "epochs" in nc1 else int(round(nc1.get("factor", 2) * p["epochs"]))
-        p["nc1"] = True
-    return p
+    cfg["erm"] = {**cfg["erm"], name: erm}
+    if name not in cfg["datasets"]:
+        cfg["datasets"] = [*cfg["datasets"], name]
+    return Grid(cfg)
 
 
 def time_cells(name: str, seed: int, config: Path, a) -> None:
-    """Run every ERM cell of one seed (``CELLS``) through ``run_erm_job`` and
+    """Run every ERM cell of one seed (``Grid.erm_cells``) through ``run_erm_job`` and
     print each one's wall and CPU seconds and the totals: the ERM workload of
     one seed of the stand-in, less the interpreter start of each job."""
     import pandas as pd
@@ -273,6 +256,8 @@ def time_cells(name: str, seed: int, config: Path, a) -> None:
 
     spec = get_spec(name)
     gen, erm = settings(name, config, a)
+    grid = default_grid(name, erm, config)
+    cells = grid.erm_cells(name)
     with tempfile.TemporaryDirectory(prefix="llr-cells-") as tmp:
         tmp = Path(tmp)
         backbone = pretrain(name, gen, erm, tmp)
@@ -283,7 +268,7 @@ def time_cells(name: str, seed: int, config: Path, a) -> None:
         write_csv(split, roles)
         roles = roles["role"].to_numpy()
         total_wall = total_cpu = 0.0
-        for cell in CELLS:
+        for cell in cells:
             c = ErmCell.parse(cell)
             subset = None
             if c.ratio is not None:
@@ -303,7 +288,7 @@ def time_cells(name: str, seed: int, config: Path, a) -> None:
                 pretrained=str(backbone),
                 cell=cell,
                 seed=seed,
-                params=cell_params(cell, erm, config),
+                params=grid.erm_settings(name, cell),
                 outdir=str(tmp / "erm" / cell),
             )
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -311,7 +296,7 @@ def time_cells(name: str, seed: int, config: Path, a) -> None:
             total_cpu += cpu
             n = json.loads((tmp / "erm" / cell / "metrics.json").read_text())["n_train"]
             print(f"{name} seed={seed} {cell:28s} n_train={n:5d} {wall:5.2f}s wall {cpu:5.2f}s cpu", flush=True)
-        k = len(CELLS)
+        k = len(cells)
         print(
             f"{name} seed={seed} ALL {k} cells: {total_wall:.1f}s wall {total_cpu:.1f}s cpu, "
             f"mean {total_wall / k:.2f}s wall {total_cpu / k:.2f}s cpu per ERM job",

@@ -77,6 +77,7 @@ def test_default_config_dry_run_counts(tmp_path):
     for rule, cells in jobs.items():
         assert counts.get(rule, 0) == len(cells), rule
     assert counts["lastlayer"] > 0 and counts["erm"] > 0
+    assert jobs["erm"] == {(d, str(s), c) for d in grid.datasets for s in grid.seeds for c in grid.erm_cells(d)}
     assert counts["split"] == len(grid.datasets) * len(grid.seeds)
     assert counts.get("pretrain", 0) == sum(1 for d in cfg["datasets"] if d.startswith("synth_"))
 

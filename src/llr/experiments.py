@@ -258,6 +258,22 @@ class Grid:
                 ll.append(cell)
         return erm, ll
 
+    def erm_cells(self, ds: str) -> list[str]:
+        """Every ERM cell the configured figures and tables need for one
+        dataset (each once, in order of first use): the figures' ERM cells and
+        those their last-layer runs read, the section-2 cell of Figure 3 and
+        Table 1, and the caching ablation's."""
+        cells: list[str] = []
+        for fig in CELL_FIGURES:
+            if fig in self.figures:
+                erm, ll = self.figure_cells(fig, ds)
+                cells += erm + [c[0] for c in ll]
+        if "fig3" in self.figures or "table1" in self.tables:
+            cells.append(self.section2_cell(ds, "train_none"))
+        if "ablation_caching" in self.figures:
+            cells += [c[0] for c in self.ablation_cells(ds)]
+        return list(dict.fromkeys(cells))
+
     # ------------------------------------------------------------ paths
     def erm_dir(self, ds: str, seed: int | str, erm: str) -> str:
         return self.res(f"{ds}/seed{seed}/erm/{erm}")
