@@ -327,20 +327,13 @@ def train(
             for g, a in enumerate(m["acc_by_group"]):
                 row[f"{name}_acc_g{g}"] = a
         result.log.append(row)
-        if progress:
-            done = row["step"] - start_epoch * steps_per_epoch
-            eta = (time.time() - t0) / max(done, 1) * (total - row["step"])
-            rate = min(n_batches * cfg.batch_size, len(train_pos)) / max(seconds, 1e-9)
+        if progress:  # the log row's numbers; rate and ETA are on the progress bar
             msg = " ".join(
                 f"{k}={v:.4g}"
                 for k, v in row.items()
                 if k != "epoch" and isinstance(v, float) and not k.split("_")[-1].startswith("g")
             )
-            print(
-                f"epoch {row['epoch']:.4g}/{cfg.epochs} step {row['step']} {msg} | {rate:.0f} samples/s "
-                f"| ETA {eta:.0f}s",
-                flush=True,
-            )
+            print(f"epoch {row['epoch']:.4g}/{cfg.epochs} step {row['step']} {msg}", flush=True)
         return row
 
     t0 = last_checkpoint = time.time()
