@@ -150,6 +150,25 @@ def fig4(inputs: list[str], outputs: list[str], params: dict) -> None:
 # --------------------------------------------------------------------------
 
 
+def _final_point(ax, c: pd.DataFrame, col: str, marker: str, ms: float, color, label: str) -> None:
+    """One marker at the last epoch: mean +- std over seeds of each seed's last ``col``."""
+    last = c.groupby("seed").agg(epoch=("epoch", "max"), v=(col, "last"))
+    _seed_line(
+        ax,
+        last.assign(epoch=last["epoch"].max()),
+        "epoch",
+        "v",
+        err_style="bars",
+        err_kws={"capsize": 3},
+        marker=marker,
+        ms=ms,
+        ls="none",
+        color=color,
+        label=label,
+        zorder=5,
+    )
+
+
 def fig2(inputs: list[str], outputs: list[str], params: dict) -> None:
     """Figure 2: NC1 of the training features at every evaluation point of
     ERM (fractional epochs, log scale, mean +- std over seeds), a dashed line
@@ -183,37 +202,10 @@ def fig2(inputs: list[str], outputs: list[str], params: dict) -> None:
                     label=f"train NC1{tag}",
                 )
             elif "train_nc1_final" in c.columns and c["train_nc1_final"].notna().any():
-                last = c.groupby("seed").agg(epoch=("epoch", "max"), t=("train_nc1_final", "last"))
-                _seed_line(
-                    ax,
-                    last.assign(epoch=last["epoch"].max()),
-                    "epoch",
-                    "t",
-                    err_style="bars",
-                    err_kws={"capsize": 3},
-                    marker="o",
-                    ms=6,
-                    color=color,
-                    ls="none",
-                    label=f"train NC1 at the end{tag}",
-                    zorder=5,
-                )
+                _final_point(ax, c, "train_nc1_final", "o", 6, color, f"train NC1 at the end{tag}")
             if "heldout_nc1_final" in c.columns and c["heldout_nc1_final"].notna().any():
-                last = c.groupby("seed").agg(epoch=("epoch", "max"), h=("heldout_nc1_final", "last"))
-                _seed_line(
-                    ax,
-                    last.assign(epoch=last["epoch"].max()),
-                    "epoch",
-                    "h",
-                    err_style="bars",
-                    err_kws={"capsize": 3},
-                    marker="*",
-                    ms=10,
-                    ls="none",
-                    color="tab:red" if len(cells) == 1 else color,
-                    label=f"held-out NC1 at the end{tag}",
-                    zorder=5,
-                )
+                red = "tab:red" if len(cells) == 1 else color
+                _final_point(ax, c, "heldout_nc1_final", "*", 10, red, f"held-out NC1 at the end{tag}")
         if ds in std_ep:
             std_line(ax, float(std_ep[ds]))
         ax.set_yscale("log")
